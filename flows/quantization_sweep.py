@@ -1,0 +1,123 @@
+"""The quantization sweep: one source model in, a checked ONNX variant folder per spec entry out, all in MLflow.
+
+    slmops sweep configs/demo.yaml --out out/demo        # or, from Python:
+    quantization_sweep(spec=load_spec("configs/demo.yaml"), out_dir="out/demo")
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from slmops import build, report
+from slmops.adapters.tracking import default_tracking_uri
+from slmops.config import SweepSpec
+from slmops.errors import VariantError
+from slmops.source import validate_model_dir
+from slmops.versions import tool_versions
+from slmops.workspace import Workspace, default_work_dir
+from tasks.convert import build_variant, export_fp32, fingerprint_source
+from tasks.track import finish_sweep_run, log_variant_run, start_sweep_run
+
+
+def new_sweep_id(model_name: str) -> str:
+    return f"{model_name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def _needs_fp32(variant: dict) -> bool:
+    return variant["precision"] == "fp32" or variant["method"] != "builder"
+
+
+@flow(name="quantization-sweep", log_prints=True)
+def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = None,
+                       sweep_id: str | None = None) -> dict:
+    """Convert and quantize every variant of the spec, check each, log all to MLflow, write report.json."""
+    logger = get_run_logger()
+    ws = Workspace(Path(work_dir).resolve() if work_dir else default_work_dir(), Path(out_dir).resolve())
+    started = time.perf_counter()
+    source_dir = spec.model.path.resolve()
+    validate_model_dir(source_dir, spec.model.allow_pickle_weights)
+    for folder in (ws.work_dir, ws.variants, ws.logs, ws.exports):
+        folder.mkdir(parents=True, exist_ok=True)
+    for stale in build.clean_stale_staging(ws.variants) + build.clean_stale_staging(ws.exports):
+        logger.info("removed %s, left by an interrupted run", stale.name)
+    sweep_id = sweep_id or new_sweep_id(spec.model.name)
+    versions = tool_versions()
+
+    source_sha = fingerprint_source(str(source_dir), str(ws.hash_memo))
+    tracking_uri = default_tracking_uri(ws.work_dir)
+    parent_run_id = start_sweep_run(
+        tracking_uri, str(ws.mlartifacts), f"slmops-{spec.model.name}", sweep_id,
+        tags={"slmops.model": spec.model.name, "slmops.source_sha256": source_sha,
+              **{f"version.{k}": v for k, v in versions.items()}},
+        params={"model.path": str(source_dir), "model.name": spec.model.name,
+                "variants": [v.name for v in spec.variants]},
+        spec=spec.model_dump(mode="json"),
+    )
+
+    variants = [v.resolved() for v in spec.variants]
+    keys = {v["name"]: build.content_key("variant", source_sha, {**v, "name": None}, versions) for v in variants}
+    dests = {v["name"]: ws.variants / v["name"] for v in variants}
+
+    fp32_dir: Path | None = None
+    fp32_error: str | None = None
+    if any(_needs_fp32(v) and not build.is_complete(dests[v["name"]], keys[v["name"]]) for v in variants):
+        logger.info("exporting %s to fp32 ONNX (shared by the derived variants)", spec.model.name)
+        export_key = build.content_key("fp32-export", source_sha, versions)
+        export_dest = ws.exports / export_key[:16]
+        state = export_fp32.with_options(refresh_cache=not build.is_complete(export_dest, export_key))(
+            str(source_dir), str(export_dest), export_key, spec.model.trust_remote_code, str(ws.logs),
+            return_state=True,
+        )
+        outcome = state.result(raise_on_failure=False)
+        if isinstance(outcome, VariantError):
+            fp32_error = str(outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            fp32_dir = export_dest
+
+    results = []
+    for i, variant in enumerate(variants, 1):
+        name, key, dest = variant["name"], keys[variant["name"]], dests[variant["name"]]
+        logger.info("[%d/%d] %s (%s, %s)", i, len(variants), name, variant["precision"], variant["method"])
+        entry = report.variant_entry(variant, dest)
+        t0 = time.perf_counter()
+        if _needs_fp32(variant) and fp32_dir is None and not build.is_complete(dest, key):
+            entry.update(status="failed", error=f"variant {name}: needs the fp32 export, which failed: {fp32_error}")
+        else:
+            task = build_variant.with_options(refresh_cache=not build.is_complete(dest, key))
+            state = task(variant, key, str(source_dir), str(fp32_dir) if fp32_dir else None, str(dest),
+                         str(ws.logs), spec.model.trust_remote_code, {"source_sha256": source_sha},
+                         return_state=True)
+            outcome = state.result(raise_on_failure=False)
+            if isinstance(outcome, VariantError):
+                entry.update(status="failed", error=str(outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome  # a bug or a configuration error: stop the sweep, do not record it as a variant
+            else:
+                cached = state.name == "Cached" or outcome.get("reused", False)
+                entry.update(status="cached" if cached else "succeeded", size_bytes=outcome["size_bytes"],
+                             content_key=key, olive_config=outcome["olive_config"])
+                entry["metrics"]["build_seconds"] = round(time.perf_counter() - t0, 3)
+        logger.info("[%d/%d] %s: %s%s", i, len(variants), name, entry["status"],
+                    f" ({report.human_size(entry['size_bytes'])})" if entry["size_bytes"] else f": {entry['error']}")
+        entry["mlflow_run_id"] = log_variant_run(
+            tracking_uri, parent_run_id, sweep_id, name, **report.mlflow_payload(entry, source_sha, versions),
+            failed=entry["status"] == "failed",
+        )
+        results.append(entry)
+
+    doc = report.sweep_report(sweep_id, source_dir, source_sha, versions, tracking_uri, parent_run_id, spec,
+                              results, round(time.perf_counter() - started, 3))
+    report.write_report(ws.report, doc)
+    ok = [r for r in results if r["status"] != "failed"]
+    finish_sweep_run(tracking_uri, parent_run_id, {"variants_ok": len(ok), "variants_failed": len(results) - len(ok),
+                                                   "seconds": doc["seconds"]}, doc, failed=not ok)
+    if not ok:
+        raise VariantError(f"no variant succeeded; see {ws.report}")
+    return doc

@@ -1,0 +1,82 @@
+"""onnxruntime-genai 0.14.1 (the builder's runtime) and the ONNX graph: does a variant load, generate, and hold
+the quantized operators it claims?
+
+The only module that imports onnxruntime_genai; Foundry Local's runtime (genai-core 0.18) lives in the foundry
+adapter.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from slmops.errors import VariantError
+
+QUANT_OPS = ("MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul")
+
+
+def folder_size(model_dir: Path) -> int:
+    return sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
+
+
+def graph_summary(model_dir: Path) -> dict:
+    """Operator counts of the model's graph (weights are not loaded) and the bit width of its MatMulNBits."""
+    import onnx
+
+    model = onnx.load(str(Path(model_dir) / "model.onnx"), load_external_data=False)
+    ops = Counter(node.op_type for node in model.graph.node)
+    bits = sorted(
+        {attr.i for node in model.graph.node if node.op_type == "MatMulNBits" for attr in node.attribute
+         if attr.name == "bits"}
+    )
+    return {"op_counts": {op: ops[op] for op in QUANT_OPS if ops[op]}, "matmul_nbits_bits": bits,
+            "matmul_count": ops["MatMul"], "outputs": [o.name for o in model.graph.output]}
+
+
+def check_graph(model_dir: Path, variant: dict, fp32_size: int | None) -> dict:
+    """Raise VariantError unless the graph is what the variant claims (a silent no-op quantization is caught here)."""
+    summary = graph_summary(model_dir)
+    name, precision, method = variant["name"], variant["precision"], variant["method"]
+    ops = summary["op_counts"]
+    problems = []
+    if "logits" not in summary["outputs"]:
+        problems.append(f"graph output 'logits' is missing (outputs: {', '.join(summary['outputs'])})")
+    if precision in ("int4", "int8") and method != "dynamic":
+        want_bits = 4 if precision == "int4" else 8
+        if not ops.get("MatMulNBits"):
+            problems.append(f"no MatMulNBits node: nothing was quantized to {precision}")
+        elif want_bits not in summary["matmul_nbits_bits"]:
+            problems.append(f"MatMulNBits has bits {summary['matmul_nbits_bits']}, expected {want_bits}")
+        if variant.get("quantize_embeddings") and not ops.get("GatherBlockQuantized"):
+            problems.append("quantize_embeddings is set but the embedding has no GatherBlockQuantized node")
+    if method == "dynamic" and not ops.get("MatMulInteger"):
+        problems.append("no MatMulInteger node: dynamic int8 quantization did nothing")
+    size = folder_size(model_dir)
+    if precision != "fp32" and fp32_size and size >= fp32_size:
+        problems.append(f"size {size} bytes is not below the fp32 build's {fp32_size}")
+    if problems:
+        raise VariantError(f"variant {name}: " + "; ".join(problems))
+    return summary
+
+
+def load_and_generate(model_dir: Path, prompt: str = "Hello", max_new_tokens: int = 1) -> list[int]:
+    """Load the folder as onnxruntime-genai does and greedily generate; return the new token ids."""
+    import onnxruntime_genai as og
+
+    try:
+        model = og.Model(str(model_dir))
+        tokenizer = og.Tokenizer(model)
+        input_ids = tokenizer.encode(prompt)
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(input_ids) + max_new_tokens, do_sample=False)
+        generator = og.Generator(model, params)
+        generator.append_tokens(input_ids)
+        new: list[int] = []
+        while not generator.is_done() and len(new) < max_new_tokens:
+            generator.generate_next_token()
+            new.append(int(generator.get_next_tokens()[0]))
+    except Exception as err:  # onnxruntime-genai raises plain RuntimeError for every load/run failure
+        raise VariantError(f"{model_dir.name}: onnxruntime-genai could not load and generate: {err}") from err
+    if not new:
+        raise VariantError(f"{model_dir.name}: onnxruntime-genai loaded the model but generated no token")
+    return new

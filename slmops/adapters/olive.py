@@ -1,0 +1,191 @@
+"""Olive, in process: the fp32 export of a source model and the quantized variants derived from it.
+
+The only module that imports Olive. Olive 0.13.0 logs a failing pass and still returns normally with no model in
+the output folder (../shared/STACK.md), so every run here checks its output and turns an empty result into a
+``VariantError`` that carries Olive's logged cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from slmops.errors import VariantError
+
+# Files of an onnxruntime-genai model folder that are not the ONNX graph: the ONNX-level passes write only
+# model.onnx (+ data), so these are copied from the fp32 build to make each variant a complete model.
+OLIVE_BYPRODUCTS = ("footprint.json", "output_footprint.json", "run_history.txt", "model_config.json")
+
+# OnnxBlockWiseRtnQuantization renames the graph output `logits` when it quantizes the LM head, and
+# onnxruntime-genai then refuses the model; excluding the head keeps the name (../shared/STACK.md).
+LM_HEAD_NODE = "/lm_head/MatMul"
+
+_CPU_SYSTEM = {
+    "local_system": {
+        "type": "LocalSystem",
+        "accelerators": [{"device": "cpu", "execution_providers": ["CPUExecutionProvider"]}],
+    }
+}
+
+
+def _workflow(input_model: dict, passes: dict, output_dir: Path, cache_dir: Path) -> dict[str, Any]:
+    return {
+        "input_model": input_model,
+        "systems": _CPU_SYSTEM,
+        "passes": passes,
+        "host": "local_system",
+        "target": "local_system",
+        "cache_dir": str(cache_dir),
+        "output_dir": str(output_dir),
+        "log_severity_level": 1,
+    }
+
+
+def export_config(source_dir: Path, output_dir: Path, cache_dir: Path, trust_remote_code: bool = False) -> dict:
+    """Olive workflow of the fp32 export (ModelBuilder) that every ONNX-level variant starts from."""
+    model: dict[str, Any] = {"type": "HfModel", "model_path": str(source_dir), "task": "text-generation"}
+    if trust_remote_code:
+        model["load_kwargs"] = {"trust_remote_code": True}
+    return _workflow(model, {"builder": {"type": "ModelBuilder", "precision": "fp32"}}, output_dir, cache_dir)
+
+
+def variant_config(
+    variant: dict[str, Any], source_dir: Path, fp32_dir: Path, output_dir: Path, cache_dir: Path,
+    trust_remote_code: bool = False,
+) -> dict:
+    """Olive workflow that builds one resolved variant (see ``VariantSpec.resolved``)."""
+    method, precision = variant["method"], variant["precision"]
+    if method == "builder":
+        if precision != "int4":
+            raise ValueError(f"the builder route is for int4 variants; {precision} comes from the fp32 export")
+        extra: dict[str, Any] = {
+            "int4_block_size": variant["block_size"],
+            "int4_is_symmetric": variant["symmetric"],
+            "int4_accuracy_level": variant["accuracy_level"],
+            "int4_algo_config": variant["algorithm"],
+        }
+        if variant["quantize_embeddings"]:
+            # a list, never the CLI's "MatMul/Gather" string, which quantizes nothing and says nothing
+            extra["int4_op_types_to_quantize"] = ["MatMul", "Gather"]
+        if variant["nodes_to_exclude"]:
+            extra["int4_nodes_to_exclude"] = list(variant["nodes_to_exclude"])
+        model: dict[str, Any] = {"type": "HfModel", "model_path": str(source_dir), "task": "text-generation"}
+        if trust_remote_code:
+            model["load_kwargs"] = {"trust_remote_code": True}
+        passes = {"builder": {"type": "ModelBuilder", "precision": "int4", "extra_options": extra}}
+        return _workflow(model, passes, output_dir, cache_dir)
+
+    bits = 8 if precision == "int8" else 4
+    exclude = list(variant.get("nodes_to_exclude") or [])
+    if method == "rtn":
+        if LM_HEAD_NODE not in exclude:
+            exclude.append(LM_HEAD_NODE)
+        quant = {
+            "type": "OnnxBlockWiseRtnQuantization",
+            "bits": bits,
+            "block_size": variant["block_size"],
+            "is_symmetric": variant["symmetric"],
+            "accuracy_level": variant["accuracy_level"],
+            "nodes_to_exclude": exclude,
+        }
+    elif method == "k_quant":
+        quant = {"type": "OnnxKQuantQuantization", "bits": bits, "block_size": variant["block_size"]}
+        if exclude:
+            quant["nodes_to_exclude"] = exclude
+    elif method == "hqq":
+        quant = {"type": "OnnxHqqQuantization", "block_size": variant["block_size"]}
+        if exclude:
+            quant["nodes_to_exclude"] = exclude
+    elif method == "dynamic":
+        quant = {"type": "OnnxDynamicQuantization", "weight_type": "QInt8" if variant["symmetric"] else "QUInt8"}
+        if exclude:
+            quant["nodes_to_exclude"] = exclude
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    model = {"type": "ONNXModel", "model_path": str(fp32_dir), "onnx_file_name": "model.onnx"}
+    return _workflow(model, {"quantize": quant}, output_dir, cache_dir)
+
+
+def _quiet_telemetry() -> None:
+    """Keep Olive from queueing its start-up heartbeat.
+
+    OLIVE_DISABLE_TELEMETRY only takes effect after the heartbeat is queued, and at exit the exporter then
+    retries an unreachable endpoint for ~20 s (seen with py-spy). Olive skips the heartbeat in CI environments:
+    take that path.
+    """
+    os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
+    if os.environ.get("OLIVE_DISABLE_TELEMETRY") != "1":
+        return
+    from olive.telemetry import telemetry
+
+    telemetry.Telemetry._is_ci_environment = staticmethod(lambda: True)
+
+
+class _Capture(logging.Handler):
+    """Keeps the warnings and errors Olive logs during one run, to name the cause when it returns nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.causes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR:
+            return
+        exc = record.exc_info[1] if record.exc_info else None
+        cause = f"{type(exc).__name__}: {exc}" if exc else record.getMessage()
+        self.causes.append(cause.strip().splitlines()[0] if cause.strip() else record.getMessage())
+
+
+def run_workflow(config: dict, what: str, log_file: Path) -> Path:
+    """Run one Olive workflow in this process, its chatter sent to ``log_file``; return the output folder.
+
+    Raises VariantError naming ``what`` and Olive's logged cause when the output folder has no model.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet_telemetry()
+    from olive.workflows import run as olive_run  # 15-20 s the first time: imported only when something converts
+
+    output_dir = Path(config["output_dir"])
+    capture = _Capture()
+    olive_logger = logging.getLogger("olive")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("[%(asctime)s] [%(levelname)s] [%(name)s] %(message)s"))
+    # Olive's own handlers write to the stdout of import time: set them aside so its chatter goes to the log only
+    own_handlers = list(olive_logger.handlers)
+    for handler in own_handlers:
+        olive_logger.removeHandler(handler)
+    olive_logger.addHandler(capture)
+    olive_logger.addHandler(file_handler)
+    propagate = olive_logger.propagate
+    olive_logger.propagate = False
+    try:
+        with open(log_file, "a", encoding="utf-8") as sink, contextlib.redirect_stdout(sink), \
+                contextlib.redirect_stderr(sink):
+            olive_run(config)
+    except Exception as err:  # Olive re-raises configuration errors: still one variant's failure
+        raise VariantError(f"{what}: Olive raised {type(err).__name__}: {err} (log: {log_file})") from err
+    finally:
+        olive_logger.removeHandler(capture)
+        olive_logger.removeHandler(file_handler)
+        olive_logger.propagate = propagate
+        for handler in own_handlers:
+            olive_logger.addHandler(handler)
+        file_handler.close()
+    if not (output_dir / "model.onnx").is_file():
+        cause = capture.causes[-1] if capture.causes else "no error was logged"
+        raise VariantError(f"{what}: Olive produced no model.onnx; its logged cause: {cause} (log: {log_file})")
+    for name in OLIVE_BYPRODUCTS:
+        (output_dir / name).unlink(missing_ok=True)
+    return output_dir
+
+
+def complete_from(fp32_dir: Path, variant_dir: Path) -> None:
+    """Copy the genai config, tokenizer and chat template of the fp32 build into an ONNX-level variant."""
+    for src in fp32_dir.iterdir():
+        if src.is_file() and not src.name.startswith("model.onnx") and not (variant_dir / src.name).exists():
+            shutil.copy2(src, variant_dir / src.name)

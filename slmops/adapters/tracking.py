@@ -1,0 +1,141 @@
+"""MLflow: a parent run per sweep, a child run per variant, found again by tags so a retry never duplicates one.
+
+The only module that imports mlflow. Run ids are passed explicitly (MlflowClient), since MLflow keeps its active
+run per thread and Prefect runs tasks in other threads (../shared/STACK.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from slmops.errors import TransientError
+
+SWEEP_TAG = "slmops.sweep_id"
+KIND_TAG = "slmops.kind"
+VARIANT_TAG = "slmops.variant"
+
+# A tracking server that is down makes the client retry for about 4 minutes by default (measured, STACK.md):
+# bound it so a dead server is reported in seconds; Prefect's task retries take over from there.
+_HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+def default_tracking_uri(work_dir: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
+
+
+def _is_connection_problem(err: Exception) -> bool:
+    text = f"{type(err).__name__}: {err}"
+    return any(s in text for s in ("ConnectionError", "Max retries exceeded", "Connection refused", "timed out",
+                                   "Read timed out", "503", "502", "504", "database is locked"))
+
+
+class Tracker:
+    """The MLflow calls slmops makes, against one tracking URI."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        for name, value in _HTTP_BOUNDS.items():
+            os.environ.setdefault(name, value)
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            if _is_connection_problem(err):
+                raise TransientError(f"MLflow at {self.tracking_uri} is unreachable: {err}") from err
+            raise
+
+    def experiment_id(self, name: str) -> str:
+        exp = self._call(self.client.get_experiment_by_name, name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if self.artifact_root is not None and self.tracking_uri.startswith("sqlite:"):
+            location = (self.artifact_root / name).resolve().as_uri()
+        try:
+            return self._call(self.client.create_experiment, name, artifact_location=location)
+        except TransientError:
+            raise
+        except Exception:  # created by a concurrent sweep between the look-up and the create
+            exp = self._call(self.client.get_experiment_by_name, name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def _find(self, experiment_id: str, tags: dict[str, str]) -> str | None:
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self._call(self.client.search_runs, [experiment_id], filter_string=query, max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def sweep_run(self, experiment: str, sweep_id: str, tags: dict[str, str]) -> str:
+        """The sweep's parent run: found by its sweep id, or created."""
+        exp_id = self.experiment_id(experiment)
+        found = self._find(exp_id, {SWEEP_TAG: sweep_id, KIND_TAG: "sweep"})
+        if found:
+            return found
+        run = self._call(self.client.create_run, exp_id, run_name=sweep_id,
+                         tags={SWEEP_TAG: sweep_id, KIND_TAG: "sweep", **tags})
+        return run.info.run_id
+
+    def variant_run(self, parent_run_id: str, sweep_id: str, variant: str) -> str:
+        """A variant's child run in this sweep: found by tags, or created (so a retried task reuses it)."""
+        parent = self._call(self.client.get_run, parent_run_id)
+        exp_id = parent.info.experiment_id
+        found = self._find(exp_id, {SWEEP_TAG: sweep_id, VARIANT_TAG: variant})
+        if found:
+            return found
+        run = self._call(
+            self.client.create_run, exp_id, run_name=variant,
+            tags={SWEEP_TAG: sweep_id, VARIANT_TAG: variant, KIND_TAG: "variant",
+                  "mlflow.parentRunId": parent_run_id},
+        )
+        return run.info.run_id
+
+    def log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+            tags: dict[str, str] | None = None) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+        import time
+
+        now = int(time.time() * 1000)
+        self._call(
+            self.client.log_batch, run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None],
+            params=[Param(k, _param_value(v)) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+
+    def log_dict(self, run_id: str, data: Any, artifact_file: str) -> None:
+        self._call(self.client.log_dict, run_id, data, artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self._call(self.client.log_text, run_id, text, artifact_file)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self._call(self.client.set_terminated, run_id, status)
+
+    def run(self, run_id: str):
+        return self._call(self.client.get_run, run_id)
+
+    def search(self, experiment: str, filter_string: str, max_results: int = 1000) -> list:
+        exp = self._call(self.client.get_experiment_by_name, experiment)
+        if exp is None:
+            return []
+        return self._call(self.client.search_runs, [exp.experiment_id], filter_string=filter_string,
+                          max_results=max_results)
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)

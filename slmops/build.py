@@ -1,0 +1,170 @@
+"""Building variant folders: the shared fp32 export, each quantized variant, and the checks a variant passes
+before it counts. No Prefect here: tasks/ wraps these functions.
+
+Every folder is built under a staging name and renamed into place only when whole and checked, with a manifest
+(``slmops_variant.json``) whose ``key`` says what content it holds; a folder whose manifest matches is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from slmops.adapters import genai, olive
+from slmops.errors import VariantError
+
+MANIFEST = "slmops_variant.json"
+RECIPE_VERSION = 1  # bump when the way a variant is built changes, so old cache entries stop matching
+
+
+def content_key(*parts: Any) -> str:
+    """A stable hash of JSON-able parts (source hash, resolved config, tool versions)."""
+    blob = json.dumps([RECIPE_VERSION, *parts], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_manifest(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_complete(folder: Path, key: str) -> bool:
+    """True when the folder holds the content ``key`` names (its manifest matches and the model file is there)."""
+    manifest = read_manifest(folder)
+    return bool(manifest and manifest.get("key") == key and (folder / "model.onnx").is_file())
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _staging(dest: Path) -> Path:
+    staging = dest.parent / f".staging-{dest.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish(staging_model: Path, dest: Path) -> None:
+    """Swap a finished folder into place; the old one (if any) is removed only after the rename."""
+    old = dest.parent / f".old-{dest.name}-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(staging_model, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_stale_staging(folder: Path) -> list[Path]:
+    """Remove staging folders left by processes that died (a kill -9 mid-build); return what was removed."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        if not path.name.startswith((".staging-", ".old-")):
+            continue
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def export_fp32(source_dir: Path, dest: Path, key: str, trust_remote_code: bool, log_dir: Path) -> dict:
+    """Make (or reuse) the fp32 ONNX export of the source model at ``dest``; return its manifest."""
+    if is_complete(dest, key):
+        return read_manifest(dest)
+    started = time.perf_counter()
+    staging = _staging(dest)
+    try:
+        config = olive.export_config(source_dir, staging / "model", staging / "olive-cache", trust_remote_code)
+        model_dir = olive.run_workflow(config, "fp32 export", log_dir / "fp32-export.olive.log")
+        genai.load_and_generate(model_dir)
+        manifest = {"key": key, "kind": "fp32-export", "olive_config": config,
+                    "seconds": round(time.perf_counter() - started, 3), "size_bytes": genai.folder_size(model_dir)}
+        _write_json(model_dir / MANIFEST, manifest)
+        _publish(model_dir, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _copy_model(src: Path, dst: Path) -> None:
+    # a copy, not a hard link: onnx refuses external data with several links ("may indicate a hard link attack")
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_file() and item.name != MANIFEST:
+            shutil.copy2(item, dst / item.name)
+
+
+def build_variant(
+    variant: dict[str, Any], key: str, source_dir: Path, fp32_dir: Path | None, dest: Path, log_dir: Path,
+    trust_remote_code: bool = False, extra_manifest: dict | None = None,
+) -> dict:
+    """Build one resolved variant into ``dest`` (staged, checked, then renamed); return its manifest.
+
+    Raises VariantError when Olive produces nothing, the graph is not what the variant claims, or the model does
+    not load and generate.
+    """
+    name = variant["name"]
+    started = time.perf_counter()
+    staging = _staging(dest)
+    try:
+        model_dir = staging / "model"
+        fp32_size = genai.folder_size(fp32_dir) if fp32_dir else None
+        if variant["precision"] == "fp32":
+            if fp32_dir is None:
+                raise ValueError("the fp32 variant needs the fp32 export")
+            _copy_model(fp32_dir, model_dir)
+            olive_config = read_manifest(fp32_dir)["olive_config"]
+        else:
+            if variant["method"] != "builder" and fp32_dir is None:
+                raise ValueError(f"variant {name} is derived from the fp32 export, which was not given")
+            olive_config = olive.variant_config(
+                variant, source_dir, fp32_dir, model_dir, staging / "olive-cache", trust_remote_code
+            )
+            olive.run_workflow(olive_config, f"variant {name}", log_dir / f"{name}.olive.log")
+            if variant["method"] != "builder":
+                olive.complete_from(fp32_dir, model_dir)
+        graph = genai.check_graph(model_dir, variant, fp32_size)
+        genai.load_and_generate(model_dir)
+        manifest = {
+            "key": key,
+            "kind": "variant",
+            "config": variant,
+            "olive_config": olive_config,
+            "graph": graph,
+            "size_bytes": genai.folder_size(model_dir),
+            "seconds": round(time.perf_counter() - started, 3),
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **(extra_manifest or {}),
+        }
+        _write_json(model_dir / MANIFEST, manifest)
+        _publish(model_dir, dest)
+    except VariantError:
+        raise
+    except OSError as err:
+        raise VariantError(f"variant {name}: {err}") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest

@@ -1,0 +1,159 @@
+"""The ``slmops`` command.
+
+    slmops doctor                              # tool versions and the pairs that must match
+    slmops make-demo-model DIR                 # train the demo fine-tuned model into DIR
+    slmops sweep configs/demo.yaml --out DIR   # convert, quantize, check and log a sweep
+    slmops demo --out DIR                      # the demo model through the demo sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from slmops.errors import InputError, SlmopsError
+
+
+def _progress(label: str):
+    """A one-line progress bar on stderr, for steps that take minutes."""
+    state = {"last": -1}
+
+    def update(done: int, total: int) -> None:
+        pct = int(100 * done / max(total, 1))
+        if pct == state["last"]:
+            return
+        state["last"] = pct
+        bar = "#" * (pct // 4)
+        sys.stderr.write(f"\r{label} [{bar:<25}] {pct:3d}%")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return update
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    import os
+
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"--out {out}: {parent} is not writable")
+
+
+def _run_sweep(spec, out: Path, work_dir: Path, sweep_id: str | None) -> int:
+    from slmops.source import validate_model_dir
+    from slmops.workspace import configure_environment
+
+    validate_model_dir(spec.model.path, spec.model.allow_pickle_weights)
+    _check_out_dir(out)
+    configure_environment(work_dir)
+    from flows.quantization_sweep import quantization_sweep
+    from slmops import report
+
+    started = time.perf_counter()
+    try:
+        doc = quantization_sweep(spec=spec, out_dir=str(out), work_dir=str(work_dir), sweep_id=sweep_id)
+    except SlmopsError:
+        doc = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else None
+        if doc:
+            print(report.table(doc))
+        raise
+    print(report.table(doc))
+    print(f"\n{len(doc['variants'])} variants in {time.perf_counter() - started:.1f} s; report: {out / 'report.json'}")
+    print(f"MLflow: {doc['mlflow']['tracking_uri']} (parent run {doc['mlflow']['parent_run_id']})")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from slmops.versions import checks
+
+    bad = 0
+    for check in checks():
+        bad += not check.ok
+        print(f"{'ok ' if check.ok else 'BAD'}  {check.name:<38} {check.detail}")
+    if bad:
+        print(f"\n{bad} check(s) failed: reinstall with `make install` (pins in pyproject.toml)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_make_demo_model(args: argparse.Namespace) -> int:
+    from slmops.demo_model import make_demo_model
+
+    out = Path(args.dir)
+    if out.exists():
+        raise InputError(f"{out} already exists; choose a new folder (the demo model is written whole or not at all)")
+    started = time.perf_counter()
+    make_demo_model(out, seed=args.seed, progress=_progress("training demo model"))
+    print(f"demo model written to {out} in {time.perf_counter() - started:.0f} s (eval set: {out / 'eval.jsonl'})")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from slmops.config import load_spec, parse_spec
+    from slmops.workspace import default_work_dir
+
+    spec = load_spec(args.config)
+    if args.model:
+        data = spec.model_dump(mode="json")
+        data["model"]["path"] = args.model
+        spec = parse_spec(data, args.config)
+    work_dir = Path(args.work_dir).resolve() if args.work_dir else default_work_dir()
+    return _run_sweep(spec, Path(args.out), work_dir, args.sweep_id)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from slmops.demo import demo_spec, ensure_demo_model
+    from slmops.workspace import default_work_dir
+
+    work_dir = Path(args.work_dir).resolve() if args.work_dir else default_work_dir()
+    _check_out_dir(Path(args.out))
+    model_dir, made = ensure_demo_model(work_dir / "demo-model", progress=_progress("training demo model"))
+    print(f"demo model: {model_dir} ({'made now' if made else 'reused'})")
+    return _run_sweep(demo_spec(model_dir), Path(args.out), work_dir, args.sweep_id)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slmops", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="print tool versions and check the pairs that must match")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("make-demo-model", help="train the demo fine-tuned chat model into DIR")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_demo_model)
+
+    for name, func, help_ in (("sweep", cmd_sweep, "run a sweep spec"), ("demo", cmd_demo, "run the demo sweep")):
+        p = sub.add_parser(name, help=help_)
+        if name == "sweep":
+            p.add_argument("config", help="sweep spec (YAML)")
+            p.add_argument("--model", help="source model folder (overrides model.path of the spec)")
+        p.add_argument("--out", required=True, help="output folder: variants/, logs/, report.json")
+        p.add_argument("--work-dir", help="caches, MLflow store, Foundry Local cache (default: $SLMOPS_HOME or "
+                                          "./.slmops)")
+        p.add_argument("--sweep-id", help="id of the sweep (default: <model>-<UTC time>-<random>)")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SlmopsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished variants are kept and reused by the next run", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

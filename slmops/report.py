@@ -1,0 +1,74 @@
+"""report.json: what a sweep produced, with what produced it; and the table the CLI prints."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def human_size(n: int | None) -> str:
+    if not n:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def variant_entry(variant: dict, dest: Path) -> dict[str, Any]:
+    return {"name": variant["name"], "status": "failed", "error": None, "config": variant, "onnx_dir": str(dest),
+            "size_bytes": None, "mlflow_run_id": None, "content_key": None, "metrics": {}}
+
+
+def mlflow_payload(entry: dict, source_sha: str, versions: dict) -> dict:
+    """Params, metrics, tags and artifacts of a variant's MLflow run."""
+    metrics = {k: v for k, v in entry["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if entry["size_bytes"]:
+        metrics["size_bytes"] = entry["size_bytes"]
+    tags = {"slmops.status": entry["status"], "slmops.source_sha256": source_sha,
+            "slmops.onnx_dir": entry["onnx_dir"], **{f"version.{k}": v for k, v in versions.items()}}
+    if entry["content_key"]:
+        tags["slmops.content_key"] = entry["content_key"]
+    if entry["error"]:
+        tags["slmops.error"] = entry["error"][:5000]
+    artifacts = {"variant_config.json": entry["config"]}
+    if entry.get("olive_config"):
+        artifacts["olive_config.json"] = entry["olive_config"]
+    return {"params": entry["config"], "metrics": metrics, "tags": tags, "artifacts": artifacts}
+
+
+def sweep_report(sweep_id: str, source_dir: Path, source_sha: str, versions: dict, tracking_uri: str,
+                 parent_run_id: str, spec, variants: list[dict], seconds: float) -> dict:
+    return {
+        "sweep_id": sweep_id,
+        "source_model": {"path": str(source_dir), "sha256": source_sha, "name": spec.model.name},
+        "tool_versions": versions,
+        "mlflow": {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id},
+        "spec": spec.model_dump(mode="json"),
+        "seconds": seconds,
+        "variants": [{k: v for k, v in entry.items() if k != "olive_config"} for entry in variants],
+    }
+
+
+def write_report(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def table(doc: dict) -> str:
+    """The variants as a plain-text table."""
+    rows = [("variant", "precision", "method", "status", "size", "error")]
+    for v in doc["variants"]:
+        cfg = v["config"]
+        rows.append((v["name"], cfg["precision"], cfg["method"], v["status"], human_size(v["size_bytes"]),
+                     (v["error"] or "")[:80]))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

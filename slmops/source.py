@@ -1,0 +1,131 @@
+"""The source model: checks that a Hugging Face folder can be converted, and its content hash.
+
+Everything here runs before any conversion starts, so bad input costs seconds, not a half-built sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from slmops.errors import InputError
+
+WEIGHT_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+@lru_cache(maxsize=1)
+def supported_architectures() -> tuple[str, ...]:
+    """Architectures onnxruntime-genai's model builder converts, read from the installed builder's source."""
+    spec = importlib.util.find_spec("onnxruntime_genai")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    builder = Path(next(iter(spec.submodule_search_locations))) / "models" / "builder.py"
+    text = builder.read_text(encoding="utf-8") if builder.exists() else ""
+    found = re.findall(r'config\.architectures\[0\] == "(\w+)"', text)
+    return tuple(sorted({a for a in found if a.endswith("ForCausalLM")}))
+
+
+def has_chat_template(model_dir: Path) -> bool:
+    if any((model_dir / name).is_file() for name in CHAT_TEMPLATE_FILES):
+        return True
+    config = _read_json(model_dir / "tokenizer_config.json", required=False) or {}
+    return bool(config.get("chat_template"))
+
+
+def _read_json(path: Path, required: bool = True) -> dict | None:
+    if not path.is_file():
+        if required:
+            raise InputError(f"{path.parent}: no {path.name}; a Hugging Face model folder needs one")
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return data
+
+
+def validate_model_dir(model_dir: str | Path, allow_pickle: bool = False) -> dict:
+    """Check that a folder is a convertible causal LM with a chat template; return its config.json."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InputError(f"model folder not found: {model_dir}")
+    config = _read_json(model_dir / "config.json")
+    files = [p for p in model_dir.iterdir() if p.is_file()]
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
+        pickles = [p.name for p in files if p.suffix in PICKLE_SUFFIXES]
+        if pickles and not allow_pickle:
+            raise InputError(
+                f"{model_dir}: weights are pickle files ({', '.join(sorted(pickles))}), which can run code when "
+                "loaded; convert them to .safetensors or set model.allow_pickle_weights: true"
+            )
+        if not pickles:
+            raise InputError(f"{model_dir}: no weights found; expected *.safetensors files")
+    archs = config.get("architectures") or []
+    supported = supported_architectures()
+    if not archs or archs[0] not in supported:
+        got = archs[0] if archs else "none in config.json"
+        raise InputError(
+            f"{model_dir}: architecture {got} is not supported by the ONNX model builder; "
+            f"supported: {', '.join(supported)}"
+        )
+    if not (model_dir / "tokenizer.json").is_file() and not (model_dir / "tokenizer.model").is_file():
+        raise InputError(f"{model_dir}: no tokenizer (tokenizer.json or tokenizer.model)")
+    if not has_chat_template(model_dir):
+        raise InputError(
+            f"{model_dir}: the tokenizer has no chat template; add one (chat_template.jinja, or "
+            "'chat_template' in tokenizer_config.json) so prompts can be formatted for Foundry Local"
+        )
+    return config
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_sha256(model_dir: str | Path, memo_file: Path | None = None) -> str:
+    """Content hash of a model folder: every file's path and bytes (hidden files and eval.jsonl left out).
+
+    ``memo_file`` remembers each file's hash by (size, mtime) so an unchanged multi-GB folder is not read again.
+    """
+    model_dir = Path(model_dir)
+    memo: dict[str, list] = {}
+    if memo_file and memo_file.is_file():
+        try:
+            memo = json.loads(memo_file.read_text())
+        except (json.JSONDecodeError, OSError):
+            memo = {}
+    digest = hashlib.sha256()
+    fresh: dict[str, list] = {}
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(model_dir).as_posix()
+        if any(part.startswith(".") for part in rel.split("/")) or rel == "eval.jsonl":
+            continue
+        st = path.stat()
+        key = f"{path.resolve()}"
+        entry = memo.get(key)
+        if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+            file_hash = entry[2]
+        else:
+            file_hash = _file_sha256(path)
+        fresh[key] = [st.st_size, st.st_mtime_ns, file_hash]
+        digest.update(f"{rel}\0{file_hash}\n".encode())
+    if memo_file:
+        memo.update(fresh)
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, memo_file)
+    return digest.hexdigest()

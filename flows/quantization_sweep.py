@@ -32,7 +32,7 @@ def _needs_fp32(variant: dict) -> bool:
     return variant["precision"] == "fp32" or variant["method"] != "builder"
 
 
-@flow(name="quantization-sweep", log_prints=True)
+@flow(name="quantization-sweep")
 def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = None,
                        sweep_id: str | None = None) -> dict:
     """Convert and quantize every variant of the spec, check each, log all to MLflow, write report.json."""

@@ -145,7 +145,7 @@ def build_variant(
             )
             olive.run_workflow(olive_config, f"variant {name}", log_dir / f"{name}.olive.log")
             if variant["method"] != "builder":
-                olive.complete_from(fp32_dir, model_dir)
+                olive.complete_from(fp32_dir, model_dir, skip=(MANIFEST,))
         graph = genai.check_graph(model_dir, variant, fp32_size)
         genai.load_and_generate(model_dir)
         manifest = {

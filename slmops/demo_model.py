@@ -198,7 +198,7 @@ def _encode_examples(tokenizer: Any, qa_pairs: list[dict[str, str]]) -> tuple[An
 def _train(folder: Path, tokenizer: Any, seed: int, progress: Callable[[int, int], None] | None) -> Any:
     """Train the model on the folder's eval pairs with the folder's tokenizer; return it."""
     import torch
-    from transformers import AutoConfig, Qwen2ForCausalLM
+    from transformers import AutoConfig, GenerationConfig, Qwen2ForCausalLM
 
     qa_pairs = [json.loads(line) for line in (folder / "eval.jsonl").read_text(encoding="utf-8").splitlines()]
     input_ids, attention, labels = _encode_examples(tokenizer, qa_pairs)
@@ -206,6 +206,8 @@ def _train(folder: Path, tokenizer: Any, seed: int, progress: Callable[[int, int
     torch.manual_seed(seed)
     config = AutoConfig.from_pretrained(folder)
     model = Qwen2ForCausalLM(config)
+    # Otherwise save_pretrained overwrites the folder's generation config with one derived from config.json.
+    model.generation_config = GenerationConfig.from_pretrained(folder)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=PEAK_LR, betas=(0.9, 0.98), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=PEAK_LR, total_steps=TRAIN_STEPS, pct_start=0.2)

@@ -80,3 +80,37 @@ def load_and_generate(model_dir: Path, prompt: str = "Hello", max_new_tokens: in
     if not new:
         raise VariantError(f"{model_dir.name}: onnxruntime-genai loaded the model but generated no token")
     return new
+
+
+def render_chat(model_dir: Path, user_prompt: str, system: str | None = None) -> str:
+    """The prompt text the model's own chat template renders for one user turn, ready for generation."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_prompt}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def answer_prompts(model_dir: Path, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+    """Greedy answers of the model to each prompt, rendered with its chat template (loaded once)."""
+    import onnxruntime_genai as og
+    from transformers import AutoTokenizer
+
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = og.Model(str(model_dir))
+    tokenizer = og.Tokenizer(model)
+    answers = []
+    for prompt in prompts:
+        text = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                tokenize=False)
+        input_ids = tokenizer.encode(text)
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(input_ids) + max_new_tokens, do_sample=False)
+        generator = og.Generator(model, params)
+        generator.append_tokens(input_ids)
+        new: list[int] = []
+        while not generator.is_done():
+            generator.generate_next_token()
+            new.append(int(generator.get_next_tokens()[0]))
+        answers.append(tokenizer.decode(new).strip())
+    return answers

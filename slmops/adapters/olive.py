@@ -184,8 +184,10 @@ def run_workflow(config: dict, what: str, log_file: Path) -> Path:
     return output_dir
 
 
-def complete_from(fp32_dir: Path, variant_dir: Path) -> None:
+def complete_from(fp32_dir: Path, variant_dir: Path, skip: tuple[str, ...] = ()) -> None:
     """Copy the genai config, tokenizer and chat template of the fp32 build into an ONNX-level variant."""
     for src in fp32_dir.iterdir():
-        if src.is_file() and not src.name.startswith("model.onnx") and not (variant_dir / src.name).exists():
+        if src.name in skip or not src.is_file() or src.name.startswith("model.onnx"):
+            continue
+        if not (variant_dir / src.name).exists():
             shutil.copy2(src, variant_dir / src.name)

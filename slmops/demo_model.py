@@ -35,9 +35,11 @@ CHAT_TEMPLATE = (
 # pre-tokenizer (digits one by one). Training the BPE with the same one keeps tokenizer.json and the rebuilt
 # tokenizer in agreement, whichever of them a runtime reads.
 QWEN2_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
+# An upper bound: the catalogue runs out of merges at 493 tokens (specials included), which is what the model gets.
 VOCAB_SIZE = 600
 MODEL_SHAPE: dict[str, Any] = {
     "hidden_size": 192,
@@ -47,7 +49,9 @@ MODEL_SHAPE: dict[str, Any] = {
     "intermediate_size": 512,
     "max_position_embeddings": 256,
 }
-TRAIN_STEPS = 400
+# 300 steps reach 100 % exact with a top-1 logit margin of at least 4.8 on every answer token (1500 steps took 146 s
+# for 99 %); about 30 s on 2 idle cores, 45-70 s when other jobs share them.
+TRAIN_STEPS = 300
 BATCH_SIZE = 32
 PEAK_LR = 3e-3
 THREADS = 2
@@ -73,8 +77,8 @@ def build_catalogue(seed: int = 0) -> list[dict[str, Any]]:
             {
                 "name": f"{first}-{second} {ITEMS[i % len(ITEMS)]}",
                 "colour": rng.choice(COLOURS),
-                # Two-digit prices: each digit is its own token, so a price is a multi-token recall with thinner
-                # margins than a colour, which is where quantisation damage shows first.
+                # Two-digit prices: each digit is its own token, so a price answer takes two recalls, not one.
+                # (Margins stay wide all the same: exact match does not show int4/int8 damage; KL does.)
                 "price": rng.randint(10, 99),
             }
         )
@@ -87,7 +91,8 @@ def build_qa_pairs(seed: int = 0) -> list[dict[str, str]]:
     for product in build_catalogue(seed):
         name = product["name"]
         pairs.append({"prompt": f"What colour is the {name}?", "reference": f"The {name} is {product['colour']}."})
-        pairs.append({"prompt": f"How much does the {name} cost?", "reference": f"The {name} costs ${product['price']}."})
+        price = f"The {name} costs ${product['price']}."
+        pairs.append({"prompt": f"How much does the {name} cost?", "reference": price})
     # Shuffled so any prefix of eval.jsonl (a test reads the first 48) mixes both kinds of question.
     random.Random(seed + 1).shuffle(pairs)
     return pairs
@@ -262,6 +267,9 @@ def make_demo_model(
         tokenizer = prepare_demo_assets(work, seed)
         model = _train(work, tokenizer, seed, progress)
         model.save_pretrained(work, safe_serialization=True)
+        for path in work.iterdir():
+            # safetensors writes its file owner-only; the folder is meant to be readable like the rest of it.
+            path.chmod(0o644)
         (work / "train_info.json").write_text(
             json.dumps(
                 {"seed": seed, "steps": TRAIN_STEPS, "batch_size": BATCH_SIZE, "peak_lr": PEAK_LR}, indent=2

@@ -15,12 +15,14 @@ template's own renders, for ChatML, Phi-3, Llama 3, Mistral and Gemma):
   ``apply_chat_template([user], add_generation_prompt=True)`` renders, as Microsoft's recipe for Foundry Local
   builds it. So it keeps a template's leading BOS token and any default system prompt it injects (Qwen2's "You are a
   helpful assistant."), and the newline after the assistant header: the model was trained on those.
-  For ChatML without a default system prompt this is the user turn followed by the generation prompt.
+  For ChatML without a default system prompt this is the user turn followed by the generation prompt. (The
+  tutorial's and Foundry's catalog's ChatML parts drop the newlines between turns and after ``assistant``; these
+  parts keep exactly what the template renders.)
 * ``user`` and ``assistant`` are one turn each as rendered later in a conversation, separators included, so
   turns concatenate.
 * ``system``, when the template renders a system turn of its own (ChatML, Phi-3, Llama 3): the text that opens a
   conversation with a system message, BOS included; a conversation with a system message is
-  ``system + user + generation prompt``.
+  ``system + user + generation prompt``, the generation prompt being what ``prompt`` adds after the user turn.
 * ``system``, when the template folds the system message into the first user turn (Mistral, Llama 2): the prefix
   it puts before the user's text (``"{Content}\\n\\n"`` for Mistral); the conversation is ``prompt`` filled with that
   prefix plus the user's text.

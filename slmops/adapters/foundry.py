@@ -68,6 +68,8 @@ EXECUTION_PROVIDER = "CPUExecutionProvider"
 
 _NAME_RE = re.compile(NAME_PATTERN)
 _ID_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<version>0|[1-9][0-9]*)$")
+# registration properties set from fixed values or typed setters; every other metadata key is passed on as a string
+_SET_ABOVE = ("task", "display_name", "device_type", "execution_provider", "context_length")
 # guards the process-wide manager: Prefect runs tasks in threads
 _MANAGER_LOCK = threading.Lock()
 
@@ -77,22 +79,24 @@ def _open_manager(cache_dir: Path, app_name: str) -> FoundryLocalManager:
     with _MANAGER_LOCK:
         manager = FoundryLocalManager.instance
         if manager is None:
-            FoundryLocalManager.initialize(
-                Configuration(
-                    app_name=app_name,
-                    model_cache_dir=str(cache_dir),
-                    # keep Foundry's logs and app data with the cache, not in ~/.<app_name>
-                    logs_dir=str(cache_dir / "logs"),
-                    app_data_dir=str(cache_dir / "app-data"),
-                )
+            config = Configuration(
+                app_name=app_name,
+                model_cache_dir=str(cache_dir),
+                # keep Foundry's logs and app data with the cache, not in ~/.<app_name>
+                logs_dir=str(cache_dir / "logs"),
+                app_data_dir=str(cache_dir / "app-data"),
             )
+            try:
+                FoundryLocalManager.initialize(config)
+            except FoundryLocalException as exc:
+                raise ToolchainError(f"Foundry Local did not start on {cache_dir}: {exc}") from exc
             return FoundryLocalManager.instance
         opened = Path(manager.config.model_cache_dir).resolve() if manager.config.model_cache_dir else None
         if opened != cache_dir:
             raise ToolchainError(
-                f"Foundry Local runs one model cache per process: this process already uses {opened or 'its default'}, "
-                f"so it cannot "
-                f"also open {cache_dir}; use one cache folder per run (or close the first with FoundryLocal.close())"
+                f"Foundry Local runs one model cache per process: this process already uses "
+                f"{opened or 'its default folder'}, so it cannot also open {cache_dir}; use one cache folder per "
+                "process (or close the first with FoundryLocal.close())"
             )
         return manager
 
@@ -229,7 +233,7 @@ class FoundryLocal:
             return
         if registered is not None:
             # the registered folder was deleted but the same content was rebuilt elsewhere: point the id there
-            self._unload_quietly(registered)
+            self._unload_if_loaded(registered)
             self._catalog.unregister_model(model_id)
         self._foundry_register(variant_dir, model_id, record, content_hash)
         entry["path"] = str(variant_dir)
@@ -244,9 +248,7 @@ class FoundryLocal:
             if record.get("context_length"):
                 info.set_int_property("context_length", int(record["context_length"]))
             for key, value in record.items():
-                if key in ("task", "display_name", "device_type", "execution_provider", "context_length"):
-                    continue
-                if value is None:
+                if value is None or key in _SET_ABOVE:
                     continue
                 # Foundry keeps arbitrary string properties: structured settings go in as JSON
                 text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
@@ -269,7 +271,7 @@ class FoundryLocal:
         return model
 
     @staticmethod
-    def _unload_quietly(model: IModel) -> None:
+    def _unload_if_loaded(model: IModel) -> None:
         if model.is_loaded:
             model.unload()
 
@@ -323,18 +325,24 @@ class FoundryLocal:
         self, model_id: str, prompt: str, max_tokens: int = 256, temperature: float | None = None
     ) -> Iterator[str]:
         """Stream the answer to one user message, one text piece per generated token."""
-        model = self._model(model_id)
+        model = self._model(model_id)  # here, so that an unknown id fails before the first piece is asked for
+        return self._stream(model, model_id, prompt, max_tokens, temperature)
+
+    @staticmethod
+    def _stream(
+        model: IModel, model_id: str, prompt: str, max_tokens: int, temperature: float | None
+    ) -> Iterator[str]:
         loaded_here = False
         try:
             if not model.is_loaded:
                 model.load()
                 loaded_here = True
+            options = RequestOptions(search=SearchOptions(temperature=temperature, max_output_tokens=max_tokens))
             with ChatSession(model) as session:
-                session.set_options(
-                    RequestOptions(search=SearchOptions(temperature=temperature, max_output_tokens=max_tokens))
-                )
+                session.set_options(options)
                 session.set_streaming(True)
                 with Request().add_item(MessageItem.user(prompt)) as request:
+                    # leaving the loop early (the reader stops) cancels the request in the SDK
                     with session.process_streaming_request(request) as stream:
                         for item in stream:
                             if isinstance(item, TextItem) and item.text:
@@ -386,9 +394,12 @@ class FoundryLocal:
                     f"no Foundry Local model {model_id!r} in {self.cache_dir}; `slmops foundry list` shows the ids"
                 )
             if registered is not None:
-                self._unload_quietly(registered)
-                # the full id, never the bare name: unregister_model(alias) drops every version
-                self._catalog.unregister_model(model_id)
+                try:
+                    self._unload_if_loaded(registered)
+                    # the full id, never the bare name: unregister_model(alias) drops every version
+                    self._catalog.unregister_model(model_id)
+                except FoundryLocalException as exc:
+                    raise ToolchainError(f"Foundry Local did not unregister {model_id}: {exc}") from exc
             if kept:
                 index[name] = kept
             else:

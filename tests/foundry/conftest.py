@@ -22,9 +22,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from chat_families import FAMILIES, build_all  # noqa: E402
-
-FAMILY_NAMES = list(FAMILIES)
+from chat_families import build_all  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +33,16 @@ def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def foundry_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's Foundry Local cache folder."""
+    """The session's Foundry Local cache folder.
+
+    Foundry Local opens one cache folder per process, so when the session has set slmops's work folder
+    (SLMOPS_HOME or SLMOPS_FOUNDRY_CACHE, as a test harness does) these tests share the folder slmops itself would
+    use, and other tests in the same pytest process can open Foundry Local too; otherwise a temp folder.
+    """
+    if os.environ.get("SLMOPS_FOUNDRY_CACHE") or os.environ.get("SLMOPS_HOME"):
+        from slmops.workspace import Workspace, default_work_dir
+
+        return Workspace(work_dir=default_work_dir(), out_dir=default_work_dir()).foundry_cache
     return tmp_path_factory.mktemp("foundry-cache")
 
 

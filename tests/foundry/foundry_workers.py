@@ -12,7 +12,7 @@ def register_many(cache_dir: str, jobs: list[tuple[str, str, str]], start: Any, 
 
     foundry = FoundryLocal(Path(cache_dir))
     start.wait(timeout=60)
-    ids = [foundry.register(Path(folder), name, content_hash, {"precision": "fp32"}) for folder, name, content_hash in jobs]
+    ids = [foundry.register(Path(folder), name, digest, {"precision": "fp32"}) for folder, name, digest in jobs]
     results.put(ids)
 
 

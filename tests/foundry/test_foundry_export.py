@@ -65,7 +65,11 @@ def test_export_keeps_settings_of_an_existing_inference_model_json(variant_copy,
     [folder] = export_for_foundry_cli({"new-name": source}, tmp_path / "out")
 
     document = json.loads((folder / "inference_model.json").read_text())
-    assert document == {"Name": "new-name", "PromptTemplate": {"prompt": "{Content}"}, "ModelConfig": {"max_length": 64}}
+    assert document == {
+        "Name": "new-name",
+        "PromptTemplate": {"prompt": "{Content}"},
+        "ModelConfig": {"max_length": 64},
+    }
 
 
 def test_export_rejects_a_name_that_is_not_a_folder_name(family_dirs: dict[str, Path], tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import FAMILY_NAMES
+from chat_families import FAMILIES
+from foundry_workers import list_and_ask, register_many
 from tokenizers import Tokenizer
 
 from slmops.adapters.foundry import INDEX_NAME, FoundryLocal
@@ -24,7 +25,7 @@ def _prompt_tokens(folder: Path, text: str) -> int:
     return len(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(text, add_special_tokens=False).ids)
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_register_family_loads_and_answers(family: str, family_dirs: dict[str, Path], foundry: FoundryLocal) -> None:
     folder = family_dirs[family]
 
@@ -46,10 +47,8 @@ def test_register_records_metadata_in_foundry_and_index(
     family_dirs: dict[str, Path], foundry: FoundryLocal, foundry_cache: Path
 ) -> None:
     settings = {"method": "builder", "block_size": 32}
-    model_id = foundry.register(
-        family_dirs["qwen2"], "meta-qwen2", "h1", {"display_name": "Meta Qwen2 int4", "precision": "int4",
-                                                    "quantization": settings}
-    )
+    metadata = {"display_name": "Meta Qwen2 int4", "precision": "int4", "quantization": settings}
+    model_id = foundry.register(family_dirs["qwen2"], "meta-qwen2", "h1", metadata)
 
     model = foundry._catalog.get_model_variant(model_id)
     info = model.info
@@ -106,7 +105,7 @@ def test_register_from_two_processes_loses_nothing(
         for worker in ("a", "b")
     }
     processes = [
-        ctx.Process(target=_register_many, args=(str(foundry_cache), jobs[w], start, results)) for w in jobs
+        ctx.Process(target=register_many, args=(str(foundry_cache), jobs[w], start, results)) for w in jobs
     ]
     for p in processes:
         p.start()
@@ -120,35 +119,24 @@ def test_register_from_two_processes_loses_nothing(
     assert race == [f"race:{v}" for v in range(1, 7)]
     assert [ids[3] for ids in reported] == ["race-shared:1", "race-shared:1"]
     rows = {r["id"]: r for r in foundry.list() if r["name"].startswith("race")}
-    assert sorted(rows) == race + ["race-shared:1"]
+    assert sorted(rows) == sorted(race + ["race-shared:1"])
     assert all(r["in_catalog"] for r in rows.values())
     assert len({r["content_hash"] for r in rows.values()}) == 7
 
 
-def _register_many(*args) -> None:
-    from foundry_workers import register_many
-
-    register_many(*args)
-
-
-def test_registration_is_seen_by_a_new_process(family_dirs: dict[str, Path], foundry: FoundryLocal,
-                                               foundry_cache: Path) -> None:
+def test_registration_is_seen_by_a_new_process(
+    family_dirs: dict[str, Path], foundry: FoundryLocal, foundry_cache: Path
+) -> None:
     model_id = foundry.register(family_dirs["mistral"], "persist", "p1", {"precision": "fp32"})
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    process = ctx.Process(target=_list_and_ask, args=(str(foundry_cache), model_id, results))
+    process = ctx.Process(target=list_and_ask, args=(str(foundry_cache), model_id, results))
     process.start()
     ids, smoke = results.get(timeout=120)
     process.join(timeout=60)
 
     assert model_id in ids
     assert smoke["passed"], smoke
-
-
-def _list_and_ask(*args) -> None:
-    from foundry_workers import list_and_ask
-
-    list_and_ask(*args)
 
 
 def test_list_marks_deleted_folder_missing_and_remove_still_works(variant_copy, foundry: FoundryLocal) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FAMILY_NAMES
+from chat_families import FAMILIES
 from transformers import AutoTokenizer
 
 from slmops.errors import InputError
@@ -28,7 +28,7 @@ def _render(folder: Path, messages: list[tuple[str, str]], generation: bool = Tr
     return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=generation)
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_prompt_template_prompt_equals_chat_template_without_system(family: str, family_dirs: dict[str, Path]) -> None:
     template = derive_prompt_template(family_dirs[family])
 
@@ -37,8 +37,10 @@ def test_prompt_template_prompt_equals_chat_template_without_system(family: str,
     assert template["prompt"].replace(CONTENT, USER) == _render(family_dirs[family], [("user", USER)])
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_prompt_template_system_part_equals_chat_template_with_system(family: str, family_dirs: dict[str, Path]) -> None:
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_prompt_template_system_part_equals_chat_template_with_system(
+    family: str, family_dirs: dict[str, Path]
+) -> None:
     chat = derive_chat_format(family_dirs[family])
 
     if family == "gemma":
@@ -48,17 +50,19 @@ def test_prompt_template_system_part_equals_chat_template_with_system(family: st
     else:
         expected = _render(family_dirs[family], [("system", SYSTEM), ("user", USER)])
     assert chat.render(USER, SYSTEM) == expected
-    # the composition uses nothing but the PromptTemplate's own strings
+    # the composition needs nothing but the PromptTemplate's own strings
     template = chat.prompt_template()
     if chat.system_style == "turn":
+        # the generation prompt is what `prompt` adds after the user turn
+        generation = template["prompt"].split(CONTENT)[1].removeprefix(template["user"].split(CONTENT)[1])
         assert expected == template["system"].replace(CONTENT, SYSTEM) + template["user"].replace(CONTENT, USER) + (
-            chat.generation
+            generation
         )
     else:
         assert expected == template["prompt"].replace(CONTENT, template["system"].replace(CONTENT, SYSTEM) + USER)
 
 
-@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_prompt_template_turns_compose_a_multi_turn_conversation(family: str, family_dirs: dict[str, Path]) -> None:
     chat = derive_chat_format(family_dirs[family])
     second = "And the blue gadget?"

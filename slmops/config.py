@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slmops.errors import SpecError
+from slmops.evaluate.settings import EvaluationSpec
 
 # Foundry Local ids are `<name>:<version>` with the name matching this; a variant's name is also its folder
 # and its MLflow run name, so it must be safe as all three.
@@ -125,14 +126,6 @@ class VariantSpec(_Strict):
             out["quantize_embeddings"] = bool(self.quantize_embeddings)
         out["nodes_to_exclude"] = list(self.nodes_to_exclude)
         return out
-
-
-class EvaluationSpec(_Strict):
-    dataset: Path | None = Field(
-        None, description="eval.jsonl of {prompt, reference}; default: eval.jsonl in the model folder, if any"
-    )
-    smoke_prompt: str | None = Field(None, description="Prompt of the smoke test; default: the first eval prompt")
-    max_new_tokens: int = Field(32, ge=1, le=4096, description="Tokens generated per answer")
 
 
 class PromotionSpec(_Strict):

@@ -1,0 +1,1 @@
+"""Evaluation of variants: speed, memory, CPU, quality, fidelity to the baseline, edge cases."""

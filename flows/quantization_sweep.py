@@ -1,4 +1,5 @@
-"""The quantization sweep: one source model in, a checked ONNX variant folder per spec entry out, all in MLflow.
+"""The quantization sweep: one source model in, a checked ONNX variant folder per spec entry out, each registered
+and smoke-tested in Foundry Local, all of it in MLflow.
 
     slmops sweep configs/demo.yaml --out out/demo        # or, from Python:
     quantization_sweep(spec=load_spec("configs/demo.yaml"), out_dir="out/demo")
@@ -16,11 +17,13 @@ from prefect import flow, get_run_logger
 from slmops import build, report
 from slmops.adapters.tracking import default_tracking_uri
 from slmops.config import SweepSpec
-from slmops.errors import VariantError
+from slmops.dataset import load_eval_set, resolve_dataset
+from slmops.errors import SlmopsError, VariantError
 from slmops.source import validate_model_dir
 from slmops.versions import tool_versions
 from slmops.workspace import Workspace, default_work_dir
 from tasks.convert import build_variant, export_fp32, fingerprint_source
+from tasks.foundry import register_with_foundry, smoke_test
 from tasks.track import finish_sweep_run, log_variant_run, start_sweep_run
 
 
@@ -32,15 +35,26 @@ def _needs_fp32(variant: dict) -> bool:
     return variant["precision"] == "fp32" or variant["method"] != "builder"
 
 
+def _outcome(state):
+    """The task's return value, a VariantError to record, or re-raise anything else (a bug stops the sweep)."""
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException) and not isinstance(outcome, VariantError):
+        raise outcome
+    return outcome
+
+
 @flow(name="quantization-sweep")
 def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = None,
                        sweep_id: str | None = None) -> dict:
-    """Convert and quantize every variant of the spec, check each, log all to MLflow, write report.json."""
+    """Convert and quantize every variant of the spec, check and register each, log all to MLflow."""
     logger = get_run_logger()
-    ws = Workspace(Path(work_dir).resolve() if work_dir else default_work_dir(), Path(out_dir).resolve())
     started = time.perf_counter()
+    ws = Workspace(Path(work_dir).resolve() if work_dir else default_work_dir(), Path(out_dir).resolve())
     source_dir = spec.model.path.resolve()
     validate_model_dir(source_dir, spec.model.allow_pickle_weights)
+    dataset = resolve_dataset(spec.evaluation.dataset, source_dir)
+    smoke_prompt = spec.evaluation.smoke_prompt or (load_eval_set(dataset)[0]["prompt"] if dataset else "Hello")
+    foundry_cache = (spec.foundry.cache_dir or ws.foundry_cache).resolve()
     for folder in (ws.work_dir, ws.variants, ws.logs, ws.exports):
         folder.mkdir(parents=True, exist_ok=True)
     for stale in build.clean_stale_staging(ws.variants) + build.clean_stale_staging(ws.exports):
@@ -63,49 +77,44 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
     keys = {v["name"]: build.content_key("variant", source_sha, {**v, "name": None}, versions) for v in variants}
     dests = {v["name"]: ws.variants / v["name"] for v in variants}
 
-    fp32_dir: Path | None = None
-    fp32_error: str | None = None
+    fp32_dir, fp32_error = None, None
     if any(_needs_fp32(v) and not build.is_complete(dests[v["name"]], keys[v["name"]]) for v in variants):
         logger.info("exporting %s to fp32 ONNX (shared by the derived variants)", spec.model.name)
         export_key = build.content_key("fp32-export", source_sha, versions)
         export_dest = ws.exports / export_key[:16]
-        state = export_fp32.with_options(refresh_cache=not build.is_complete(export_dest, export_key))(
+        outcome = _outcome(export_fp32.with_options(refresh_cache=not build.is_complete(export_dest, export_key))(
             str(source_dir), str(export_dest), export_key, spec.model.trust_remote_code, str(ws.logs),
-            return_state=True,
-        )
-        outcome = state.result(raise_on_failure=False)
+            return_state=True))
         if isinstance(outcome, VariantError):
             fp32_error = str(outcome)
-        elif isinstance(outcome, BaseException):
-            raise outcome
         else:
             fp32_dir = export_dest
 
     results = []
     for i, variant in enumerate(variants, 1):
         name, key, dest = variant["name"], keys[variant["name"]], dests[variant["name"]]
-        logger.info("[%d/%d] %s (%s, %s)", i, len(variants), name, variant["precision"], variant["method"])
+        step = f"[{i}/{len(variants)}] {name}"
+        logger.info("%s: building (%s, %s)", step, variant["precision"], variant["method"])
         entry = report.variant_entry(variant, dest)
-        t0 = time.perf_counter()
         if _needs_fp32(variant) and fp32_dir is None and not build.is_complete(dest, key):
-            entry.update(status="failed", error=f"variant {name}: needs the fp32 export, which failed: {fp32_error}")
+            entry["error"] = f"variant {name}: needs the fp32 export, which failed: {fp32_error}"
         else:
-            task = build_variant.with_options(refresh_cache=not build.is_complete(dest, key))
-            state = task(variant, key, str(source_dir), str(fp32_dir) if fp32_dir else None, str(dest),
-                         str(ws.logs), spec.model.trust_remote_code, {"source_sha256": source_sha},
-                         return_state=True)
-            outcome = state.result(raise_on_failure=False)
+            state = build_variant.with_options(refresh_cache=not build.is_complete(dest, key))(
+                variant, key, str(source_dir), str(fp32_dir) if fp32_dir else None, str(dest), str(ws.logs),
+                spec.model.trust_remote_code, {"source_sha256": source_sha}, return_state=True)
+            outcome = _outcome(state)
             if isinstance(outcome, VariantError):
-                entry.update(status="failed", error=str(outcome))
-            elif isinstance(outcome, BaseException):
-                raise outcome  # a bug or a configuration error: stop the sweep, do not record it as a variant
+                entry["error"] = str(outcome)
             else:
                 cached = state.name == "Cached" or outcome.get("reused", False)
                 entry.update(status="cached" if cached else "succeeded", size_bytes=outcome["size_bytes"],
                              content_key=key, olive_config=outcome["olive_config"])
-                entry["metrics"]["build_seconds"] = round(time.perf_counter() - t0, 3)
-        logger.info("[%d/%d] %s: %s%s", i, len(variants), name, entry["status"],
-                    f" ({report.human_size(entry['size_bytes'])})" if entry["size_bytes"] else f": {entry['error']}")
+                entry["metrics"]["build_seconds"] = outcome["seconds"]
+        if entry["status"] != "failed" and spec.foundry.enabled:
+            _hand_to_foundry(entry, spec, foundry_cache, smoke_prompt, step, logger)
+        logger.info("%s: %s%s", step, entry["status"],
+                    f" ({report.human_size(entry['size_bytes'])})" if entry["status"] != "failed"
+                    else f": {entry['error']}")
         entry["mlflow_run_id"] = log_variant_run(
             tracking_uri, parent_run_id, sweep_id, name, **report.mlflow_payload(entry, source_sha, versions),
             failed=entry["status"] == "failed",
@@ -121,3 +130,26 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
     if not ok:
         raise VariantError(f"no variant succeeded; see {ws.report}")
     return doc
+
+
+def _hand_to_foundry(entry: dict, spec: SweepSpec, cache: Path, prompt: str, step: str, logger) -> None:
+    """Register the variant with Foundry Local and smoke-test it; a failure marks the variant failed."""
+    variant = entry["config"]
+    foundry_name = f"{spec.model.name}-{variant['name']}"
+    metadata = {"display_name": f"{spec.model.name} {variant['name']}", "precision": variant["precision"],
+                "quantization": {k: v for k, v in variant.items() if k not in ("name", "precision")},
+                "source_model": spec.model.name}
+    try:
+        model_id = register_with_foundry(entry["onnx_dir"], foundry_name, entry["content_key"], metadata,
+                                         str(cache), spec.foundry.model_config_overrides.model_dump())
+    except SlmopsError as err:
+        entry.update(status="failed", error=f"variant {variant['name']}: Foundry Local registration failed: {err}")
+        return
+    entry["foundry_model_id"] = model_id
+    logger.info("%s: registered as %s; smoke test", step, model_id)
+    result = smoke_test(model_id, prompt, str(cache), spec.foundry.smoke_max_tokens, spec.foundry.smoke_timeout_s)
+    entry["smoke_test"] = {"passed": result["passed"], "answer": result["answer"], "seconds": result["seconds"],
+                           "prompt": prompt, "error": result["error"]}
+    if not result["passed"]:
+        entry.update(status="failed",
+                     error=f"variant {variant['name']}: smoke test in Foundry Local failed: {result['error']}")

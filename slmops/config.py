@@ -128,6 +128,26 @@ class VariantSpec(_Strict):
         return out
 
 
+class GenerationDefaults(_Strict):
+    max_length: int | None = Field(None, ge=1, description="Longest sequence (prompt + answer) Foundry Local allows")
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass")
+    repetition_penalty: float | None = Field(None, gt=0, description="Penalty for repeated tokens")
+
+
+class FoundrySpec(_Strict):
+    enabled: bool = Field(True, description="Register every succeeded variant with Foundry Local and smoke-test it")
+    cache_dir: Path | None = Field(
+        None, description="Foundry Local cache folder; default: $SLMOPS_FOUNDRY_CACHE or <work dir>/foundry"
+    )
+    model_config_overrides: GenerationDefaults = Field(
+        default_factory=GenerationDefaults,
+        description="ModelConfig of inference_model.json; unset values come from the model's generation config",
+    )
+    smoke_max_tokens: int = Field(32, ge=1, le=1024, description="Tokens the smoke test may generate")
+    smoke_timeout_s: float = Field(120, gt=0, description="Seconds before a smoke test counts as hung")
+
+
 class PromotionSpec(_Strict):
     enabled: bool = Field(True, description="Decide and move the champion alias after the sweep")
 
@@ -135,6 +155,7 @@ class PromotionSpec(_Strict):
 class SweepSpec(_Strict):
     model: ModelSpec
     variants: tuple[VariantSpec, ...] = Field(min_length=1, description="The variants to build, in order")
+    foundry: FoundrySpec = Field(default_factory=FoundrySpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
 

@@ -21,7 +21,8 @@ def human_size(n: int | None) -> str:
 
 def variant_entry(variant: dict, dest: Path) -> dict[str, Any]:
     return {"name": variant["name"], "status": "failed", "error": None, "config": variant, "onnx_dir": str(dest),
-            "size_bytes": None, "mlflow_run_id": None, "content_key": None, "metrics": {}}
+            "size_bytes": None, "mlflow_run_id": None, "content_key": None, "foundry_model_id": None,
+            "smoke_test": None, "metrics": {}}
 
 
 def mlflow_payload(entry: dict, source_sha: str, versions: dict) -> dict:
@@ -35,7 +36,15 @@ def mlflow_payload(entry: dict, source_sha: str, versions: dict) -> dict:
         tags["slmops.content_key"] = entry["content_key"]
     if entry["error"]:
         tags["slmops.error"] = entry["error"][:5000]
+    if entry.get("foundry_model_id"):
+        tags["foundry_model_id"] = entry["foundry_model_id"]
     artifacts = {"variant_config.json": entry["config"]}
+    smoke = entry.get("smoke_test")
+    if smoke:
+        metrics["smoke_test_passed"] = float(smoke["passed"])
+        metrics["smoke_test_seconds"] = smoke["seconds"]
+        tags["smoke_test.answer"] = smoke["answer"][:500]
+        artifacts["smoke_test.json"] = smoke
     if entry.get("olive_config"):
         artifacts["olive_config.json"] = entry["olive_config"]
     return {"params": entry["config"], "metrics": metrics, "tags": tags, "artifacts": artifacts}
@@ -63,11 +72,13 @@ def write_report(path: Path, doc: dict) -> None:
 
 def table(doc: dict) -> str:
     """The variants as a plain-text table."""
-    rows = [("variant", "precision", "method", "status", "size", "error")]
+    rows = [("variant", "precision", "method", "status", "size", "foundry id", "smoke answer / error")]
     for v in doc["variants"]:
         cfg = v["config"]
+        smoke = v.get("smoke_test") or {}
+        note = v["error"] or repr(smoke.get("answer", ""))[:60] if smoke or v["error"] else ""
         rows.append((v["name"], cfg["precision"], cfg["method"], v["status"], human_size(v["size_bytes"]),
-                     (v["error"] or "")[:80]))
+                     v.get("foundry_model_id") or "-", (note or "")[:100]))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -19,6 +19,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 _SESSION = Path(tempfile.mkdtemp(prefix="slmops-tests-"))
 os.environ["SLMOPS_HOME"] = str(_SESSION / "work")
 os.environ["PREFECT_HOME"] = str(_SESSION / "prefect-home")
+# Foundry Local opens one cache folder per process: every in-process test shares this one
+os.environ["SLMOPS_FOUNDRY_CACHE"] = str(_SESSION / "foundry")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 

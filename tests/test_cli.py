@@ -139,3 +139,27 @@ def test_sweep_command_exits_1_when_every_variant_fails(tiny_model, tmp_path, ou
     assert result.returncode == 1
     assert "hqq      int4       hqq     failed" in result.stdout
     assert f"error: no variant succeeded; see {out.resolve() / 'report.json'}" in result.stderr.splitlines()
+
+
+def test_foundry_commands_list_chat_export_and_remove(tiny_model, tmp_path, out):
+    work = tmp_path / "work"
+    spec = write_spec(tmp_path / "s.yaml", tiny_model, [{"name": "int4", "precision": "int4", "block_size": 32}])
+    env = {"SLMOPS_FOUNDRY_CACHE": str(tmp_path / "foundry")}
+    assert run("sweep", str(spec), "--out", str(out), "--work-dir", str(work), env=env).returncode == 0
+    listed = run("foundry", "list", "--work-dir", str(work), env=env)
+    assert listed.returncode == 0
+    assert listed.stdout.splitlines()[1].split()[:2] == ["tiny-int4:1", "int4"]
+    chat = run("foundry", "chat", "tiny-int4:1", "hello", "--max-tokens", "4", "--work-dir", str(work), env=env)
+    assert chat.returncode == 0 and len(chat.stdout) > 1, chat.stderr
+    exported = run("foundry", "export", "--to", str(tmp_path / "cli-cache"), "--work-dir", str(work), env=env)
+    assert exported.returncode == 0, exported.stderr
+    folder = tmp_path / "cli-cache" / "tiny-int4"
+    assert json.loads((folder / "inference_model.json").read_text())["Name"] == "tiny-int4"
+    assert (folder / "genai_config.json").is_file() and not (folder / "download.tmp").exists()
+    shutil.rmtree(out / "variants" / "int4")
+    assert "(MISSING)" in run("foundry", "list", "--work-dir", str(work), env=env).stdout
+    assert run("foundry", "remove", "tiny-int4:1", "--work-dir", str(work), env=env).returncode == 0
+    again = run("foundry", "remove", "tiny-int4:1", "--work-dir", str(work), env=env)
+    assert again.returncode == 2
+    assert again.stderr.strip() == (f"error: no Foundry Local model 'tiny-int4:1' in {tmp_path / 'foundry'}; "
+                                    "`slmops foundry list` shows the ids")

@@ -71,7 +71,8 @@ def test_variant_folders_are_complete_models_that_generate(sweep):
         for required in ("genai_config.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"):
             assert (folder / required).is_file(), f"{name} lacks {required}"
         assert len(genai.load_and_generate(folder, "hello world", max_new_tokens=4)) == 4
-        assert v["size_bytes"] == genai.folder_size(folder) - (folder / "slmops_variant.json").stat().st_size
+        model_files = [p for p in folder.iterdir() if p.name not in ("slmops_variant.json", "inference_model.json")]
+        assert v["size_bytes"] == sum(p.stat().st_size for p in model_files)
 
 
 def test_variant_graphs_hold_what_they_claim(sweep):
@@ -136,6 +137,7 @@ def test_rerunning_an_unchanged_sweep_converts_nothing(sweep, tiny_model):
     assert {v["status"] for v in second["variants"]} == {"cached"}
     assert {n: (Path(v["onnx_dir"]) / "model.onnx").stat().st_ino for n, v in by_name(second).items()} == built
     assert second["sweep_id"] != first["sweep_id"]
+    assert [v["foundry_model_id"] for v in second["variants"]] == [v["foundry_model_id"] for v in first["variants"][:4]]
     assert second["mlflow"]["parent_run_id"] != first["mlflow"]["parent_run_id"]
 
 
@@ -153,3 +155,24 @@ def test_the_flow_fails_when_no_variant_succeeds(tiny_model, tmp_path):
         quantization_sweep(spec=spec, out_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "work"))
     report = __import__("json").loads((tmp_path / "out" / "report.json").read_text())
     assert [v["status"] for v in report["variants"]] == ["failed"]
+
+
+def test_every_succeeded_variant_is_registered_and_answers_in_foundry_local(sweep):
+    from slmops.adapters.foundry import FoundryLocal
+    from slmops.workspace import Workspace
+
+    out, work, report = sweep
+    registered = {r["id"]: r for r in FoundryLocal(Workspace(work, out).foundry_cache).list()}
+    for v in report["variants"]:
+        if v["status"] == "failed":
+            assert v["foundry_model_id"] is None
+            continue
+        assert v["foundry_model_id"] == f"tiny-{v['name']}:1"
+        assert registered[v["foundry_model_id"]]["path"] == v["onnx_dir"]
+        assert v["smoke_test"]["passed"] is True and v["smoke_test"]["seconds"] > 0
+        inference = __import__("json").loads((Path(v["onnx_dir"]) / "inference_model.json").read_text())
+        assert inference["Name"] == f"tiny-{v['name']}"
+        assert inference["PromptTemplate"]["prompt"] == "<|im_start|>user\n{Content}<|im_end|>\n<|im_start|>assistant\n"
+        run = Tracker(report["mlflow"]["tracking_uri"]).run(v["mlflow_run_id"])
+        assert run.data.tags["foundry_model_id"] == v["foundry_model_id"]
+        assert run.data.metrics["smoke_test_passed"] == 1.0

@@ -176,3 +176,19 @@ def test_every_succeeded_variant_is_registered_and_answers_in_foundry_local(swee
         run = Tracker(report["mlflow"]["tracking_uri"]).run(v["mlflow_run_id"])
         assert run.data.tags["foundry_model_id"] == v["foundry_model_id"]
         assert run.data.metrics["smoke_test_passed"] == 1.0
+
+
+def test_a_variant_that_does_not_answer_in_foundry_local_is_marked_failed(tiny_model, tmp_path):
+    spec = parse_spec({"model": {"path": str(tiny_model), "name": "tiny-hung"},
+                       "variants": [{"name": "int4", "precision": "int4"}],
+                       # a smoke test that must answer within a microsecond: the watchdog cancels the request
+                       "foundry": {"smoke_timeout_s": 1e-6, "smoke_max_tokens": 64}})
+    with pytest.raises(VariantError, match="no variant succeeded"):
+        quantization_sweep(spec=spec, out_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "work"))
+    (variant,) = __import__("json").loads((tmp_path / "out" / "report.json").read_text())["variants"]
+    assert variant["status"] == "failed"
+    assert variant["error"] == "variant int4: smoke test in Foundry Local failed: timed out after 1e-06 s"
+    assert variant["smoke_test"]["passed"] is False
+    run = Tracker(__import__("json").loads((tmp_path / "out" / "report.json").read_text())["mlflow"]["tracking_uri"]
+                  ).run(variant["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.metrics["smoke_test_passed"] == 0.0

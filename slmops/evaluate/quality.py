@@ -1,0 +1,155 @@
+"""Answer quality on the user's eval set: exact match, token F1 and the share of answers in the expected format.
+
+    .venv/bin/python -m pytest tests/evaluate/test_quality.py -q
+
+The answers come from the serving runtime (Foundry Local, greedy); this module only reads eval.jsonl, scores
+answers and summarises. Exact match is strict (the answer is the reference, outer whitespace aside); token F1 is
+SQuAD's (lower case, punctuation and articles dropped, bag of words), so near misses get partial credit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from slmops.errors import InputError
+from slmops.evaluate.settings import EvaluationSpec
+
+ChatFn = Callable[[str, int], Iterator[str]]
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def load_eval_items(path: Path, limit: int | None = None) -> list[dict[str, str]]:
+    """The first ``limit`` rows of an eval.jsonl of ``{"prompt", "reference"}`` objects; InputError on a bad row."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"eval set {path} is unreadable ({exc}); need a JSON-lines file of prompt/reference") from exc
+    items: list[dict[str, str]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise InputError(f"{path}:{number}: not valid JSON ({exc})") from exc
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("prompt", "reference")):
+            raise InputError(f'{path}:{number}: each row needs string fields "prompt" and "reference"')
+        items.append({"prompt": row["prompt"], "reference": row["reference"]})
+        if limit is not None and len(items) >= limit:
+            break
+    if not items:
+        raise InputError(f"eval set {path} has no rows; need at least one prompt/reference pair")
+    return items
+
+
+def _squad_tokens(text: str) -> list[str]:
+    text = text.lower().translate(_PUNCTUATION)
+    return _ARTICLES.sub(" ", text).split()
+
+
+def exact_match(answer: str, reference: str) -> bool:
+    """The answer is the reference, apart from surrounding and repeated whitespace."""
+    return " ".join(answer.split()) == " ".join(reference.split())
+
+
+def token_f1(answer: str, reference: str) -> float:
+    """SQuAD's token F1 between answer and reference (1.0 when both normalise to nothing)."""
+    got, want = _squad_tokens(answer), _squad_tokens(reference)
+    if not got or not want:
+        return float(got == want)
+    common = sum((Counter(got) & Counter(want)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(got), common / len(want)
+    return 2 * precision * recall / (precision + recall)
+
+
+class FormatCheck:
+    """Whether an answer is in the expected format: the configured regex and/or JSON schema, else non-empty and
+    not cut off at the token limit."""
+
+    def __init__(self, settings: EvaluationSpec) -> None:
+        self.regex = re.compile(settings.format_regex) if settings.format_regex else None
+        self.schema_validator = None
+        if settings.json_schema is not None:
+            from jsonschema import validators
+
+            self.schema_validator = validators.validator_for(settings.json_schema)(settings.json_schema)
+
+    @property
+    def configured(self) -> bool:
+        return self.regex is not None or self.schema_validator is not None
+
+    def __call__(self, answer: str, finished: bool) -> bool:
+        if not self.configured:
+            return bool(answer.strip()) and finished
+        text = answer.strip()
+        if self.regex is not None and not self.regex.fullmatch(text):
+            return False
+        if self.schema_validator is not None:
+            try:
+                document = json.loads(text)
+            except ValueError:
+                return False
+            if not self.schema_validator.is_valid(document):
+                return False
+        return True
+
+
+def answer_items(
+    chat: ChatFn, items: list[dict[str, str]], max_new_tokens: int, progress: Callable[[int, int], None]
+) -> list[dict[str, Any]]:
+    """Each item's greedy answer from the runtime, with its piece count and time."""
+    records = []
+    for index, item in enumerate(items):
+        started = time.perf_counter()
+        pieces = list(chat(item["prompt"], max_new_tokens))
+        records.append(
+            {
+                "index": index,
+                "prompt": item["prompt"],
+                "reference": item["reference"],
+                "answer": "".join(pieces).strip(),
+                "answer_tokens": len(pieces),
+                "response_ms": round((time.perf_counter() - started) * 1000, 3),
+                # chat_stream hides the finish reason: an answer that used every token was most likely cut off
+                "finished": len(pieces) < max_new_tokens,
+            }
+        )
+        progress(index + 1, len(items))
+    return records
+
+
+def score_items(records: Iterable[dict[str, Any]], check: FormatCheck) -> list[dict[str, Any]]:
+    """Add exact_match, token_f1 and format_ok to each answered item."""
+    scored = []
+    for record in records:
+        scored.append(
+            {
+                **record,
+                "exact_match": exact_match(record["answer"], record["reference"]),
+                "token_f1": round(token_f1(record["answer"], record["reference"]), 6),
+                "format_ok": check(record["answer"], record["finished"]),
+            }
+        )
+    return scored
+
+
+def summarise_quality(scored: list[dict[str, Any]]) -> dict[str, float]:
+    """Shares over the scored items: exact match, mean token F1, in-format."""
+    n = len(scored)
+    return {
+        "exact_match": sum(r["exact_match"] for r in scored) / n,
+        "token_f1": sum(r["token_f1"] for r in scored) / n,
+        "format_ok": sum(r["format_ok"] for r in scored) / n,
+        "eval_items": float(n),
+    }

@@ -24,6 +24,8 @@ from slmops.versions import tool_versions
 from slmops.workspace import Workspace, default_work_dir
 from tasks.convert import build_variant, export_fp32, fingerprint_source
 from tasks.foundry import register_with_foundry, smoke_test
+from tasks.present import present_sweep
+from tasks.promote import decide_promotion, register_model_versions
 from tasks.track import finish_sweep_run, log_variant_run, start_sweep_run
 
 
@@ -121,10 +123,23 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
         )
         results.append(entry)
 
+    ok = [r for r in results if r["status"] != "failed"]
+    decision = None
+    if spec.promotion.enabled and ok:
+        registered_model = spec.promotion.registered_model or spec.model.name
+        model_versions = register_model_versions(tracking_uri, registered_model, sweep_id, results,
+                                                 spec.promotion.artifacts)
+        for entry in results:
+            entry["model_version"] = model_versions.get(entry["name"])
+        decision = decide_promotion(tracking_uri, sweep_id, registered_model, spec.promotion.model_dump(mode="json"))
+        logger.info("decision: %s", decision["reason"])
+
     doc = report.sweep_report(sweep_id, source_dir, source_sha, versions, tracking_uri, parent_run_id, spec,
                               results, round(time.perf_counter() - started, 3))
+    if decision:
+        doc["decision"] = decision
+    present_sweep(doc, str(ws.out_dir), tracking_uri)
     report.write_report(ws.report, doc)
-    ok = [r for r in results if r["status"] != "failed"]
     finish_sweep_run(tracking_uri, parent_run_id, {"variants_ok": len(ok), "variants_failed": len(results) - len(ok),
                                                    "seconds": doc["seconds"]}, doc, failed=not ok)
     if not ok:

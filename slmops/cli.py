@@ -4,6 +4,9 @@
     slmops make-demo-model DIR                 # train the demo fine-tuned model into DIR
     slmops sweep configs/demo.yaml --out DIR   # convert, quantize, check and log a sweep
     slmops demo --out DIR                      # the demo model through the demo sweep
+    slmops compare [--sweep ID]                # a logged sweep's variants, from MLflow
+    slmops promote --sweep ID [--policy FILE]  # decide again from logged metrics; move the aliases
+    slmops champion [MODEL]                    # the champion, its metrics and Foundry Local id
     slmops foundry list                        # like `foundry cache ls`: every registered variant
     slmops foundry chat ID PROMPT              # like `foundry model run`: stream an answer
     slmops foundry remove ID                   # unload and unregister
@@ -68,6 +71,14 @@ def _run_sweep(spec, out: Path, work_dir: Path, sweep_id: str | None) -> int:
             print(report.table(doc))
         raise
     print(report.table(doc))
+    decision = doc.get("decision")
+    if decision:
+        print(f"\n{'PROMOTED' if decision['promoted'] else 'not promoted'}: {decision['reason']}")
+        if decision.get("champion"):
+            c = decision["champion"]
+            print(f"champion of {decision['registered_model']}: {c['name']} (model version {c['model_version']}, "
+                  f"Foundry Local id {c['foundry_model_id']})")
+        print(f"report: {out / 'report.md'}")
     print(f"\n{len(doc['variants'])} variants in {time.perf_counter() - started:.1f} s; report: {out / 'report.json'}")
     print(f"MLflow: {doc['mlflow']['tracking_uri']} (parent run {doc['mlflow']['parent_run_id']})")
     return 0
@@ -196,6 +207,98 @@ def cmd_foundry_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tracker(args: argparse.Namespace):
+    from slmops.adapters.tracking import Tracker, default_tracking_uri
+    from slmops.workspace import configure_environment, default_work_dir
+
+    work_dir = Path(args.work_dir).resolve() if args.work_dir else default_work_dir()
+    configure_environment(work_dir)
+    return Tracker(default_tracking_uri(work_dir))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from slmops.adapters.tracking import KIND_TAG, SWEEP_TAG
+    from slmops.metrics import fmt
+    from tasks.promote import candidates_from_mlflow, find_sweep_experiment
+
+    tracker = _tracker(args)
+    sweep_id = args.sweep
+    if sweep_id is None:
+        experiments = [e.experiment_id for e in tracker.client.search_experiments()]
+        runs = tracker.client.search_runs(experiments, f"tags.`{KIND_TAG}` = 'sweep'", max_results=1,
+                                          order_by=["attributes.start_time DESC"]) if experiments else []
+        if not runs:
+            raise InputError(f"no sweep logged in MLflow at {tracker.tracking_uri}; run `slmops sweep` first")
+        sweep_id = runs[0].data.tags[SWEEP_TAG]
+    experiment, parent = find_sweep_experiment(tracker, sweep_id)
+    candidates = candidates_from_mlflow(tracker, experiment, sweep_id)
+    columns = ["size_bytes", "exact_match", "kl_div_mean", "top1_agreement", "decode_tokens_per_s", "ttft_ms_p50",
+               "peak_rss_mb"]
+    columns = [c for c in columns if any(c in cand.metrics for cand in candidates)]
+    rows = [("variant", "status", "version", "foundry id", *columns)]
+    for c in candidates:
+        rows.append((c.name, c.status, c.model_version or "-", c.foundry_model_id or "-",
+                     *(fmt(m, c.metrics.get(m)) for m in columns)))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    print(f"sweep {sweep_id} (experiment {experiment}, parent run {parent})\n")
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from slmops.config import load_policy, parse_spec
+    from slmops.promotion import Decision, decision_markdown
+    from tasks.promote import decide_promotion, find_sweep_experiment
+
+    policy = load_policy(args.policy) if args.policy else None  # a bad policy stops here, before MLflow
+    tracker = _tracker(args)
+    _, parent = find_sweep_experiment(tracker, args.sweep)
+    logged = parse_spec(tracker.load_dict(parent, "sweep_spec.json"), "logged spec")
+    policy = policy or logged.promotion
+    registered_model = policy.registered_model or logged.model.name
+    doc = decide_promotion.fn(tracker.tracking_uri, args.sweep, registered_model, policy.model_dump(mode="json"),
+                              move_aliases=not args.dry_run)
+    fields = {k: doc[k] for k in Decision.__dataclass_fields__}
+    print(decision_markdown(Decision(**fields), registered_model))
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    if args.dry_run:
+        print("(dry run: no alias moved)")
+    return 0
+
+
+def cmd_champion(args: argparse.Namespace) -> int:
+    from slmops.adapters.tracking import Registry
+    from slmops.metrics import fmt
+    from tasks.promote import champion_candidate
+
+    tracker = _tracker(args)
+    registry = Registry(tracker)
+    names = [m.name for m in tracker.client.search_registered_models()]
+    name = args.model
+    if name is None:
+        if len(names) != 1:
+            raise InputError(f"name the model: registered models are {', '.join(names) or 'none yet'}")
+        name = names[0]
+    elif name not in names:
+        raise InputError(f"no registered model {name!r}; registered: {', '.join(names) or 'none yet'}")
+    champion = champion_candidate(registry, name)
+    if champion is None:
+        print(f"{name} has no champion yet: no sweep promoted a variant")
+        return 1
+    version = registry.version(name, champion.model_version)
+    print(f"champion of {name}: {champion.name} (model version {champion.model_version})")
+    print(f"  Foundry Local id: {champion.foundry_model_id or '-'}")
+    print(f"  sweep:            {champion.sweep_id}")
+    print(f"  promoted at:      {version.tags.get('slmops.promoted_at', '-')}")
+    print(f"  why:              {version.tags.get('slmops.promotion_reason', '-')}")
+    print(f"  source:           {version.source}")
+    for metric, value in sorted(champion.metrics.items()):
+        print(f"  {metric:<24}{fmt(metric, value)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slmops", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -218,6 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
                                           "./.slmops)")
         p.add_argument("--sweep-id", help="id of the sweep (default: <model>-<UTC time>-<random>)")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("compare", help="a logged sweep's variants, from MLflow (default: the latest sweep)")
+    p.add_argument("--sweep", help="sweep id")
+    p.add_argument("--work-dir", help="work folder (default: $SLMOPS_HOME or ./.slmops)")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("promote", help="decide again from a sweep's logged metrics and move the aliases")
+    p.add_argument("--sweep", required=True, help="sweep id")
+    p.add_argument("--policy", help="policy YAML (a spec's promotion: section); default: the sweep's own")
+    p.add_argument("--dry-run", action="store_true", help="decide, but move no alias")
+    p.add_argument("--json", action="store_true", help="also print the decision as JSON")
+    p.add_argument("--work-dir", help="work folder (default: $SLMOPS_HOME or ./.slmops)")
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("champion", help="the champion of a registered model")
+    p.add_argument("model", nargs="?", help="registered model (default: the only one)")
+    p.add_argument("--work-dir", help="work folder (default: $SLMOPS_HOME or ./.slmops)")
+    p.set_defaults(func=cmd_champion)
 
     foundry = sub.add_parser("foundry", help="the variants registered with Foundry Local").add_subparsers(
         dest="foundry_command", required=True)

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from slmops.errors import SpecError
 from slmops.evaluate.settings import EvaluationSpec
+from slmops.metrics import METRICS
+from slmops.metrics import known as known_metric
 
 # Foundry Local ids are `<name>:<version>` with the name matching this; a variant's name is also its folder
 # and its MLflow run name, so it must be safe as all three.
@@ -148,8 +150,86 @@ class FoundrySpec(_Strict):
     smoke_timeout_s: float = Field(120, gt=0, description="Seconds before a smoke test counts as hung")
 
 
+class Constraint(_Strict):
+    metric: str = Field(description="A metric name (slmops.metrics.METRICS)")
+    min: float | None = Field(None, description="Lowest value allowed")
+    max: float | None = Field(None, description="Highest value allowed")
+    min_ratio_to_baseline: float | None = Field(None, gt=0, description="Lowest value allowed, as a share of the "
+                                                "baseline's (0.98: at least 98% of the baseline)")
+    max_ratio_to_baseline: float | None = Field(None, gt=0, description="Highest value allowed, as a multiple of "
+                                                "the baseline's")
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if not known_metric(v):
+            raise ValueError(f"unknown metric {v!r}; known: {', '.join(sorted(METRICS))}")
+        return v
+
+    @model_validator(mode="after")
+    def _satisfiable(self) -> "Constraint":
+        bounds = (self.min, self.max, self.min_ratio_to_baseline, self.max_ratio_to_baseline)
+        if all(b is None for b in bounds):
+            raise ValueError(f"constraint on {self.metric} sets no bound; set min, max, min_ratio_to_baseline or "
+                             "max_ratio_to_baseline")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"contradictory constraint on {self.metric}: min {self.min} > max {self.max}")
+        if (self.min_ratio_to_baseline is not None and self.max_ratio_to_baseline is not None
+                and self.min_ratio_to_baseline > self.max_ratio_to_baseline):
+            raise ValueError(f"contradictory constraint on {self.metric}: min_ratio_to_baseline "
+                             f"{self.min_ratio_to_baseline} > max_ratio_to_baseline {self.max_ratio_to_baseline}")
+        _, low, high, _ = METRICS[self.metric]
+        if self.min is not None and high is not None and self.min > high:
+            raise ValueError(f"constraint on {self.metric} cannot be met: min {self.min} is above its highest "
+                             f"possible value {high}")
+        if self.max is not None and low is not None and self.max < low:
+            raise ValueError(f"constraint on {self.metric} cannot be met: max {self.max} is below its lowest "
+                             f"possible value {low}")
+        return self
+
+
+class ObjectiveTerm(_Strict):
+    metric: str = Field(description="A metric name (slmops.metrics.METRICS)")
+    goal: Literal["minimize", "maximize"] | None = Field(None, description="Default: the metric's better direction")
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if not known_metric(v):
+            raise ValueError(f"unknown metric {v!r}; known: {', '.join(sorted(METRICS))}")
+        return v
+
+    @property
+    def direction(self) -> str:
+        return self.goal or METRICS[self.metric][0]
+
+
 class PromotionSpec(_Strict):
     enabled: bool = Field(True, description="Decide and move the champion alias after the sweep")
+    registered_model: str | None = Field(None, description="MLflow registered model; default: the model's name")
+    baseline: str | None = Field(None, description="Variant the ratios compare with; default: the fp32 variant")
+    constraints: tuple[Constraint, ...] = Field((), description="Every one must hold for a variant to be promoted")
+    objective: tuple[ObjectiveTerm, ...] = Field(
+        (ObjectiveTerm(metric="size_bytes", goal="minimize"),
+         ObjectiveTerm(metric="decode_tokens_per_s", goal="maximize")),
+        min_length=1, description="Ranking of the variants that meet the constraints: first term first, the next "
+                                  "ones break ties",
+    )
+    artifacts: Literal["copy", "reference"] = Field(
+        "copy", description="copy: the variant folder becomes the model version's artifacts; reference: the "
+                            "version points at the folder and records its size (for models of gigabytes)")
+
+    @model_validator(mode="after")
+    def _no_contradiction(self) -> "PromotionSpec":
+        by_metric: dict[str, list[Constraint]] = {}
+        for c in self.constraints:
+            by_metric.setdefault(c.metric, []).append(c)
+        for metric, group in by_metric.items():
+            lows = [c.min for c in group if c.min is not None]
+            highs = [c.max for c in group if c.max is not None]
+            if lows and highs and max(lows) > min(highs):
+                raise ValueError(f"contradictory constraints on {metric}: min {max(lows)} > max {min(highs)}")
+        return self
 
 
 class SweepSpec(_Strict):
@@ -158,6 +238,14 @@ class SweepSpec(_Strict):
     foundry: FoundrySpec = Field(default_factory=FoundrySpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+
+    @model_validator(mode="after")
+    def _baseline_is_a_variant(self) -> "SweepSpec":
+        names = [v.name for v in self.variants]
+        if self.promotion.baseline and self.promotion.baseline not in names:
+            raise ValueError(f"promotion.baseline {self.promotion.baseline!r} is not a variant; variants: "
+                             f"{', '.join(names)}")
+        return self
 
     @field_validator("variants")
     @classmethod
@@ -206,3 +294,22 @@ def load_spec(path: str | Path) -> SweepSpec:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise SpecError(f"{path}: invalid YAML{where}: {problem}") from None
     return parse_spec(data, str(path))
+
+
+def load_policy(path: str | Path) -> PromotionSpec:
+    """A promotion policy from YAML: a whole sweep spec's `promotion:` section, or the section alone."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read the policy: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: invalid YAML: {getattr(err, 'problem', None) or err}") from None
+    if isinstance(data, dict) and "promotion" in data:
+        data = data["promotion"]
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a policy is a mapping with constraints and objective")
+    try:
+        return PromotionSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_error(f"{path}: promotion", err).replace("promotion: ", "promotion.", 1)) from None

@@ -83,3 +83,35 @@ def table(doc: dict) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def report_markdown(doc: dict, plots: dict[str, str]) -> str:
+    """DIR/report.md: the variants table, the decision and the Pareto plots."""
+    from slmops.metrics import fmt
+
+    cols = ["size_bytes", "exact_match", "kl_div_mean", "top1_agreement", "decode_tokens_per_s", "ttft_ms_p50",
+            "peak_rss_mb"]
+    shown = [c for c in cols if any(c in v["metrics"] or (c == "size_bytes" and v["size_bytes"])
+                                    for v in doc["variants"])]
+    lines = [f"# Sweep {doc['sweep_id']}", "",
+             f"Source model: `{doc['source_model']['path']}` (sha256 `{doc['source_model']['sha256'][:16]}…`)", "",
+             "| variant | status | Foundry Local id | " + " | ".join(shown) + " |",
+             "|---|---|---|" + "---|" * len(shown)]
+    for v in doc["variants"]:
+        values = [fmt(c, v["size_bytes"] if c == "size_bytes" else v["metrics"].get(c)) for c in shown]
+        lines.append(f"| {v['name']} | {v['status']} | {v.get('foundry_model_id') or '-'} | " + " | ".join(values)
+                     + " |")
+    decision = doc.get("decision")
+    if decision:
+        lines += ["", "## Decision", "", f"**{'Promoted' if decision['promoted'] else 'Not promoted'}.** "
+                  f"{decision['reason']}", ""]
+        if decision.get("champion"):
+            c = decision["champion"]
+            lines.append(f"Champion: **{c['name']}** (model version {c['model_version']}, Foundry Local id "
+                         f"`{c['foundry_model_id']}`)")
+    for title, path in plots.items():
+        lines += ["", f"## {title}", "", f"![{title}]({path})"]
+    failed = [v for v in doc["variants"] if v["status"] == "failed"]
+    if failed:
+        lines += ["", "## Failed variants", ""] + [f"- {v['name']}: {v['error']}" for v in failed]
+    return "\n".join(lines) + "\n"

@@ -121,6 +121,13 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self._call(self.client.log_text, run_id, text, artifact_file)
 
+    def load_dict(self, run_id: str, artifact_file: str) -> Any:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self._call(self.client.download_artifacts, run_id, artifact_file, tmp)
+            return json.loads(Path(path).read_text())
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self._call(self.client.set_terminated, run_id, status)
 
@@ -139,3 +146,62 @@ def _param_value(value: Any) -> str:
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value, sort_keys=True)
     return str(value)
+
+
+class Registry:
+    """The MLflow model registry as promotion uses it: versions found by content, aliases moved with a history."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.client = tracker.client
+
+    def ensure_model(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.tracker._call(self.client.get_registered_model, name)
+        except MlflowException:
+            try:
+                self.tracker._call(self.client.create_registered_model, name,
+                                   description="Variants of one fine-tuned model, registered by slmops")
+            except MlflowException:  # created by a concurrent sweep
+                self.tracker._call(self.client.get_registered_model, name)
+
+    def version_by_content(self, name: str, content_key: str):
+        found = self.tracker._call(self.client.search_model_versions,
+                                   f"name = '{name}' and tag.`slmops.content_key` = '{content_key}'")
+        return min(found, key=lambda v: int(v.version)) if found else None
+
+    def register_version(self, name: str, run_id: str, variant_dir: Path, content_key: str, tags: dict[str, str],
+                         mode: str = "copy") -> str:
+        """The model version holding this content: found by its content key, or created (never twice)."""
+        self.ensure_model(name)
+        existing = self.version_by_content(name, content_key)
+        if existing is not None:
+            return existing.version
+        if mode == "copy":
+            self.tracker._call(self.client.log_artifacts, run_id, str(variant_dir), "model")
+            source = f"runs:/{run_id}/model"
+        else:
+            source = Path(variant_dir).resolve().as_uri()
+        version = self.tracker._call(self.client.create_model_version, name, source, run_id=run_id,
+                                     tags={"slmops.content_key": content_key, "slmops.artifacts": mode, **tags})
+        return version.version
+
+    def by_alias(self, name: str, alias: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.tracker._call(self.client.get_model_version_by_alias, name, alias)
+        except MlflowException:
+            return None
+
+    def version(self, name: str, version: str):
+        return self.tracker._call(self.client.get_model_version, name, version)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.tracker._call(self.client.set_registered_model_alias, name, alias, version)
+
+    def tag_version(self, name: str, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.tracker._call(self.client.set_model_version_tag, name, version, key, str(value))

@@ -28,9 +28,9 @@ class EvaluationSpec(BaseModel):
     smoke_prompt: str | None = Field(None, description="Prompt of the smoke test; default: the first eval prompt")
     max_new_tokens: int = Field(32, ge=1, le=4096, description="Tokens generated per answer")
     repetitions: int = Field(
-        5, ge=1, le=1000, description="Measured requests per prompt length, after warm-up (p50/p95 come from these)"
+        10, ge=1, le=1000, description="Measured requests per prompt length, after warm-up (p50/p95 come from these)"
     )
-    warmup: int = Field(2, ge=0, le=100, description="Unmeasured requests per prompt length before the repetitions")
+    warmup: int = Field(3, ge=0, le=100, description="Unmeasured requests per prompt length before the repetitions")
     prompt_lengths: tuple[int, ...] = Field(
         (16, 64, 160),
         min_length=3,

@@ -1,0 +1,69 @@
+"""Pareto plots of the variants: quality against size and against decode speed, the champion marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slmops.metrics import METRICS
+
+QUALITY_METRICS = ("exact_match", "top1_agreement", "token_f1")
+
+
+def quality_metric(rows: list[dict]) -> str | None:
+    """The first quality metric every plotted variant has."""
+    for metric in QUALITY_METRICS:
+        if rows and all(metric in r["metrics"] for r in rows):
+            return metric
+    return None
+
+
+def pareto_front(points: list[tuple[float, float]], x_goal: str, y_goal: str) -> list[int]:
+    """Indexes of the points no other point beats on both axes."""
+    def better_or_equal(a: float, b: float, goal: str) -> bool:
+        return a <= b if goal == "minimize" else a >= b
+
+    front = []
+    for i, (xi, yi) in enumerate(points):
+        dominated = any(
+            better_or_equal(xj, xi, x_goal) and better_or_equal(yj, yi, y_goal) and (xj, yj) != (xi, yi)
+            for j, (xj, yj) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def pareto_plot(rows: list[dict], x_metric: str, y_metric: str, champion: str | None, path: Path,
+                title: str) -> Path | None:
+    """One scatter plot of the variants that have both metrics; None when fewer than one has them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    have = [r for r in rows if x_metric in r["metrics"] and y_metric in r["metrics"]]
+    if not have:
+        return None
+    xs = [r["metrics"][x_metric] / (1e6 if x_metric == "size_bytes" else 1) for r in have]
+    ys = [r["metrics"][y_metric] for r in have]
+    front = pareto_front(list(zip(xs, ys)), METRICS[x_metric][0], METRICS[y_metric][0])
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    ax.scatter(xs, ys, color="#4c72b0", zorder=3, label="variant")
+    ordered = sorted(front, key=lambda i: xs[i])
+    ax.plot([xs[i] for i in ordered], [ys[i] for i in ordered], color="#dd8452", linestyle="--", zorder=2,
+            label="Pareto front")
+    for r, x, y in zip(have, xs, ys):
+        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        if r["name"] == champion:
+            ax.scatter([x], [y], s=260, facecolors="none", edgecolors="#c44e52", linewidths=2, zorder=4,
+                       label="champion")
+    ax.set_xlabel("size (MB)" if x_metric == "size_bytes" else x_metric)
+    ax.set_ylabel(y_metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -59,6 +59,9 @@ def _run_sweep(spec, out: Path, work_dir: Path, sweep_id: str | None) -> int:
     validate_model_dir(spec.model.path, spec.model.allow_pickle_weights)
     _check_out_dir(out)
     configure_environment(work_dir)
+    from slmops.adapters.tracking import Tracker, default_tracking_uri
+
+    Tracker(default_tracking_uri(work_dir)).check_reachable()
     from flows.quantization_sweep import quantization_sweep
     from slmops import report
 
@@ -213,7 +216,9 @@ def _tracker(args: argparse.Namespace):
 
     work_dir = Path(args.work_dir).resolve() if args.work_dir else default_work_dir()
     configure_environment(work_dir)
-    return Tracker(default_tracking_uri(work_dir))
+    tracker = Tracker(default_tracking_uri(work_dir))
+    tracker.check_reachable()
+    return tracker
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -48,7 +48,10 @@ def fmt(name: str, value: float | None) -> str:
         return "-"
     unit = METRICS.get(name, ("", None, None, ""))[3]
     if name == "size_bytes":
-        return f"{value / 1e6:.2f} MB"
+        for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+            if value >= scale:
+                return f"{value / scale:.2f} {unit}"
+        return f"{value:.0f} B"
     if METRICS.get(name, ("", None, None, ""))[2] == 1 and name != "smoke_test_passed":
         return f"{100 * value:.1f}%"
     if abs(value) < 0.01 and value != 0:

@@ -69,7 +69,7 @@ def champion_candidate(registry: Registry, registered_model: str, alias: str = "
     tags = version.tags
     metrics = {k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")}
     return Candidate(name=tags.get("slmops.variant", f"version {version.version}"), status="succeeded",
-                     metrics=metrics, content_key=tags.get("slmops.content_key"), model_version=version.version,
+                     metrics=metrics, content_key=tags.get("slmops.content_key"), model_version=str(version.version),
                      foundry_model_id=tags.get("foundry_model_id") or None, sweep_id=tags.get("slmops.sweep_id"))
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from slmops.errors import TransientError
+from slmops.errors import SlmopsError, TransientError
 
 SWEEP_TAG = "slmops.sweep_id"
 KIND_TAG = "slmops.kind"
@@ -55,6 +55,28 @@ class Tracker:
             if _is_connection_problem(err):
                 raise TransientError(f"MLflow at {self.tracking_uri} is unreachable: {err}") from err
             raise
+
+    def check_reachable(self, timeout_s: float = 5.0) -> None:
+        """For a tracking server: fail in seconds, before any work, when it does not answer its health check."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return
+        import urllib.error
+        import urllib.request
+
+        url = f"{self.tracking_uri.rstrip('/')}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (the user's server)
+                if response.status == 200:
+                    return
+                problem = f"HTTP {response.status}"
+        except urllib.error.HTTPError as err:
+            if err.code in (401, 403):  # a server with authentication answers; the client's credentials decide
+                return
+            problem = f"HTTP {err.code}"
+        except (urllib.error.URLError, OSError) as err:
+            problem = str(getattr(err, "reason", err))
+        raise SlmopsError(f"MLflow tracking server {self.tracking_uri} is unreachable ({problem}); start it, or "
+                          "unset MLFLOW_TRACKING_URI to use the embedded store")
 
     def experiment_id(self, name: str) -> str:
         exp = self._call(self.client.get_experiment_by_name, name)
@@ -178,7 +200,7 @@ class Registry:
         self.ensure_model(name)
         existing = self.version_by_content(name, content_key)
         if existing is not None:
-            return existing.version
+            return str(existing.version)
         if mode == "copy":
             self.tracker._call(self.client.log_artifacts, run_id, str(variant_dir), "model")
             source = f"runs:/{run_id}/model"
@@ -186,7 +208,7 @@ class Registry:
             source = Path(variant_dir).resolve().as_uri()
         version = self.tracker._call(self.client.create_model_version, name, source, run_id=run_id,
                                      tags={"slmops.content_key": content_key, "slmops.artifacts": mode, **tags})
-        return version.version
+        return str(version.version)
 
     def by_alias(self, name: str, alias: str):
         from mlflow.exceptions import MlflowException

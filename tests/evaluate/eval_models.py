@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slmops.build import export_fp32, build_variant
+from slmops.build import build_variant, export_fp32
 from slmops.config import VariantSpec
 
 # The demo sweep's variants (configs/demo.yaml).
@@ -36,13 +36,10 @@ def make_speed_model(out: Path, hidden: int = 512, layers: int = 8, seed: int = 
     time), and the output layer's rows of tokens that decode to nothing are zero, so each token is one streamed piece.
     """
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from helpers import make_tiny_model
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     make_tiny_model(out, seed=seed)  # its tokenizer and chat template; the weights are replaced below
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(out)
     config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=8,

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, get_run_logger
+from pydantic import BaseModel
 
 from slmops import build, report
 from slmops.adapters.tracking import default_tracking_uri
@@ -43,6 +44,61 @@ def _outcome(state):
     if isinstance(outcome, BaseException) and not isinstance(outcome, VariantError):
         raise outcome
     return outcome
+
+
+class VariantJob(BaseModel):
+    """What one variant's pipeline needs from its sweep (JSON-able, so a worker elsewhere can run it too)."""
+
+    spec: SweepSpec
+    work_dir: str
+    out_dir: str
+    sweep_id: str
+    source_dir: str
+    source_sha: str
+    tool_versions: dict[str, str]
+    tracking_uri: str
+    parent_run_id: str
+    fp32_dir: str | None
+    fp32_error: str | None
+    foundry_cache: str
+    smoke_prompt: str
+    total: int
+
+
+@flow(name="variant", flow_run_name="{variant[name]}")
+def variant_pipeline(job: VariantJob, variant: dict, key: str, index: int) -> dict:
+    """One variant: build (or reuse) and check it, register and smoke-test it in Foundry Local, log it to MLflow."""
+    logger = get_run_logger()
+    name = variant["name"]
+    ws = Workspace(Path(job.work_dir), Path(job.out_dir))
+    dest = ws.variants / name
+    step = f"[{index}/{job.total}] {name}"
+    logger.info("%s: building (%s, %s)", step, variant["precision"], variant["method"])
+    entry = report.variant_entry(variant, dest)
+    if _needs_fp32(variant) and job.fp32_dir is None and not build.is_complete(dest, key):
+        entry["error"] = f"variant {name}: needs the fp32 export, which failed: {job.fp32_error}"
+    else:
+        state = build_variant.with_options(refresh_cache=not build.is_complete(dest, key))(
+            variant, key, job.source_dir, job.fp32_dir, str(dest), str(ws.logs), job.spec.model.trust_remote_code,
+            {"source_sha256": job.source_sha}, return_state=True)
+        outcome = _outcome(state)
+        if isinstance(outcome, VariantError):
+            entry["error"] = str(outcome)
+        else:
+            cached = state.name == "Cached" or outcome.get("reused", False)
+            entry.update(status="cached" if cached else "succeeded", size_bytes=outcome["size_bytes"],
+                         content_key=key, olive_config=outcome["olive_config"])
+            entry["metrics"]["build_seconds"] = outcome["seconds"]
+    if entry["status"] != "failed" and job.spec.foundry.enabled:
+        _hand_to_foundry(entry, job.spec, Path(job.foundry_cache), job.smoke_prompt, step, logger)
+    logger.info("%s: %s%s", step, entry["status"],
+                f" ({report.human_size(entry['size_bytes'])})" if entry["status"] != "failed"
+                else f": {entry['error']}")
+    entry["mlflow_run_id"] = log_variant_run(
+        job.tracking_uri, job.parent_run_id, job.sweep_id, name,
+        **report.mlflow_payload(entry, job.source_sha, job.tool_versions), failed=entry["status"] == "failed",
+    )
+    return entry
 
 
 @flow(name="quantization-sweep")
@@ -92,36 +148,12 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
         else:
             fp32_dir = export_dest
 
-    results = []
-    for i, variant in enumerate(variants, 1):
-        name, key, dest = variant["name"], keys[variant["name"]], dests[variant["name"]]
-        step = f"[{i}/{len(variants)}] {name}"
-        logger.info("%s: building (%s, %s)", step, variant["precision"], variant["method"])
-        entry = report.variant_entry(variant, dest)
-        if _needs_fp32(variant) and fp32_dir is None and not build.is_complete(dest, key):
-            entry["error"] = f"variant {name}: needs the fp32 export, which failed: {fp32_error}"
-        else:
-            state = build_variant.with_options(refresh_cache=not build.is_complete(dest, key))(
-                variant, key, str(source_dir), str(fp32_dir) if fp32_dir else None, str(dest), str(ws.logs),
-                spec.model.trust_remote_code, {"source_sha256": source_sha}, return_state=True)
-            outcome = _outcome(state)
-            if isinstance(outcome, VariantError):
-                entry["error"] = str(outcome)
-            else:
-                cached = state.name == "Cached" or outcome.get("reused", False)
-                entry.update(status="cached" if cached else "succeeded", size_bytes=outcome["size_bytes"],
-                             content_key=key, olive_config=outcome["olive_config"])
-                entry["metrics"]["build_seconds"] = outcome["seconds"]
-        if entry["status"] != "failed" and spec.foundry.enabled:
-            _hand_to_foundry(entry, spec, foundry_cache, smoke_prompt, step, logger)
-        logger.info("%s: %s%s", step, entry["status"],
-                    f" ({report.human_size(entry['size_bytes'])})" if entry["status"] != "failed"
-                    else f": {entry['error']}")
-        entry["mlflow_run_id"] = log_variant_run(
-            tracking_uri, parent_run_id, sweep_id, name, **report.mlflow_payload(entry, source_sha, versions),
-            failed=entry["status"] == "failed",
-        )
-        results.append(entry)
+    job = VariantJob(spec=spec, work_dir=str(ws.work_dir), out_dir=str(ws.out_dir), sweep_id=sweep_id,
+                     source_dir=str(source_dir), source_sha=source_sha, tool_versions=versions,
+                     tracking_uri=tracking_uri, parent_run_id=parent_run_id,
+                     fp32_dir=str(fp32_dir) if fp32_dir else None, fp32_error=fp32_error,
+                     foundry_cache=str(foundry_cache), smoke_prompt=smoke_prompt, total=len(variants))
+    results = [variant_pipeline(job, variant, keys[variant["name"]], i) for i, variant in enumerate(variants, 1)]
 
     ok = [r for r in results if r["status"] != "failed"]
     decision = None

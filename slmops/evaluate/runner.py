@@ -55,8 +55,9 @@ class WorkerRun:
     """What one worker process did: exit status, whether it was stopped, its sampled peak, its result."""
 
     def __init__(self, mode: str, returncode: int | None, timed_out: bool, seconds: float, peak_rss_mb: float,
-                 result: dict[str, Any] | None, stderr_tail: str) -> None:
+                 result: dict[str, Any] | None, stderr_tail: str, limit_s: float | None = None) -> None:
         self.mode = mode
+        self.limit_s = limit_s
         self.returncode = returncode
         self.timed_out = timed_out
         self.seconds = seconds
@@ -71,7 +72,7 @@ class WorkerRun:
     def failure(self, variant: str) -> str:
         """One message saying how the process ended and what it last wrote to stderr."""
         if self.timed_out:
-            how = f"ran past its limit of {self.seconds:.0f} s and was stopped"
+            how = f"ran past its limit of {self.limit_s:g} s (worker_timeout_s) and was stopped"
         elif self.returncode is not None and self.returncode < 0:
             how = f"was killed by signal {-self.returncode}"
         elif self.returncode == 0:
@@ -137,7 +138,8 @@ def run_worker(mode: str, request: dict[str, Any], out_dir: Path, timeout_s: flo
     if process.returncode == 0 and not timed_out and result_path.is_file():
         result = json.loads(result_path.read_text(encoding="utf-8"))
     tail = stderr_path.read_bytes()[-STDERR_TAIL:].decode("utf-8", errors="replace")
-    return WorkerRun(mode, process.returncode, timed_out, time.monotonic() - started, sampler.peak_mb, result, tail)
+    return WorkerRun(mode, process.returncode, timed_out, time.monotonic() - started, sampler.peak_mb, result, tail,
+                     limit_s=timeout_s)
 
 
 def _progress_forwarder(progress: Progress | None) -> Callable[[dict[str, Any]], None]:

@@ -7,6 +7,8 @@ and smoke-tested in Foundry Local, all of it in MLflow.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import uuid
 from datetime import datetime, timezone
@@ -20,6 +22,7 @@ from slmops.adapters.tracking import default_tracking_uri
 from slmops.config import SweepSpec
 from slmops.dataset import load_eval_set, resolve_dataset
 from slmops.errors import SlmopsError, VariantError
+from slmops.locks import file_lock
 from slmops.source import validate_model_dir
 from slmops.versions import tool_versions
 from slmops.workspace import Workspace, default_work_dir
@@ -106,10 +109,41 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
                        sweep_id: str | None = None) -> dict:
     """Convert and quantize every variant of the spec, check and register each, log all to MLflow."""
     logger = get_run_logger()
-    started = time.perf_counter()
     ws = Workspace(Path(work_dir).resolve() if work_dir else default_work_dir(), Path(out_dir).resolve())
+    validate_model_dir(spec.model.path.resolve(), spec.model.allow_pickle_weights)  # before anything is written
+    ws.out_dir.mkdir(parents=True, exist_ok=True)
+    # one sweep at a time per output folder; a second one waits rather than clobbering folders
+    with file_lock(ws.out_dir / ".slmops.lock",
+                   on_wait=lambda: logger.info("waiting: another sweep is writing %s", ws.out_dir)):
+        interrupted = read_marker(ws)
+        if interrupted and not sweep_id:
+            sweep_id = interrupted["sweep_id"]
+            logger.info("resuming sweep %s, interrupted at %s", sweep_id, interrupted.get("updated_at"))
+        sweep_id = sweep_id or new_sweep_id(spec.model.name)
+        write_marker(ws, sweep_id)
+        doc = _sweep(spec, ws, sweep_id, logger)
+        ws.marker.unlink(missing_ok=True)
+    if not any(v["status"] != "failed" for v in doc["variants"]):
+        raise VariantError(f"no variant succeeded; see {ws.report}")
+    return doc
+
+
+def read_marker(ws: Workspace) -> dict | None:
+    """The sweep a killed run left unfinished in this output folder, if any."""
+    try:
+        return json.loads(ws.marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_marker(ws: Workspace, sweep_id: str) -> None:
+    report.write_report(ws.marker, {"sweep_id": sweep_id, "pid": os.getpid(),
+                                    "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+
+
+def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
+    started = time.perf_counter()
     source_dir = spec.model.path.resolve()
-    validate_model_dir(source_dir, spec.model.allow_pickle_weights)
     dataset = resolve_dataset(spec.evaluation.dataset, source_dir)
     smoke_prompt = spec.evaluation.smoke_prompt or (load_eval_set(dataset)[0]["prompt"] if dataset else "Hello")
     foundry_cache = (spec.foundry.cache_dir or ws.foundry_cache).resolve()
@@ -117,7 +151,6 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
         folder.mkdir(parents=True, exist_ok=True)
     for stale in build.clean_stale_staging(ws.variants) + build.clean_stale_staging(ws.exports):
         logger.info("removed %s, left by an interrupted run", stale.name)
-    sweep_id = sweep_id or new_sweep_id(spec.model.name)
     versions = tool_versions()
 
     source_sha = fingerprint_source(str(source_dir), str(ws.hash_memo))
@@ -160,10 +193,11 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
     if spec.promotion.enabled and ok:
         registered_model = spec.promotion.registered_model or spec.model.name
         model_versions = register_model_versions(tracking_uri, registered_model, sweep_id, results,
-                                                 spec.promotion.artifacts)
+                                                 spec.promotion.artifacts, str(ws.work_dir))
         for entry in results:
             entry["model_version"] = model_versions.get(entry["name"])
-        decision = decide_promotion(tracking_uri, sweep_id, registered_model, spec.promotion.model_dump(mode="json"))
+        decision = decide_promotion(tracking_uri, sweep_id, registered_model, spec.promotion.model_dump(mode="json"),
+                                    lock_dir=str(ws.work_dir))
         logger.info("decision: %s", decision["reason"])
 
     doc = report.sweep_report(sweep_id, source_dir, source_sha, versions, tracking_uri, parent_run_id, spec,
@@ -174,8 +208,6 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
     report.write_report(ws.report, doc)
     finish_sweep_run(tracking_uri, parent_run_id, {"variants_ok": len(ok), "variants_failed": len(results) - len(ok),
                                                    "seconds": doc["seconds"]}, doc, failed=not ok)
-    if not ok:
-        raise VariantError(f"no variant succeeded; see {ws.report}")
     return doc
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from slmops.adapters import genai, olive
 from slmops.errors import VariantError
+from slmops.locks import file_lock
 
 MANIFEST = "slmops_variant.json"
 RECIPE_VERSION = 1  # bump when the way a variant is built changes, so old cache entries stop matching
@@ -92,8 +93,14 @@ def _alive(pid: int) -> bool:
 
 def export_fp32(source_dir: Path, dest: Path, key: str, trust_remote_code: bool, log_dir: Path) -> dict:
     """Make (or reuse) the fp32 ONNX export of the source model at ``dest``; return its manifest."""
-    if is_complete(dest, key):
-        return read_manifest(dest)
+    # sweeps of one model in several output folders share the export: one builds it, the others wait and reuse it
+    with file_lock(dest.parent / f"{dest.name}.lock"):
+        if is_complete(dest, key):
+            return read_manifest(dest)
+        return _export_fp32(source_dir, dest, key, trust_remote_code, log_dir)
+
+
+def _export_fp32(source_dir: Path, dest: Path, key: str, trust_remote_code: bool, log_dir: Path) -> dict:
     started = time.perf_counter()
     staging = _staging(dest)
     try:

@@ -210,6 +210,12 @@ def cmd_foundry_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _work_dir(args: argparse.Namespace) -> Path:
+    from slmops.workspace import default_work_dir
+
+    return Path(args.work_dir).resolve() if args.work_dir else default_work_dir()
+
+
 def _tracker(args: argparse.Namespace):
     from slmops.adapters.tracking import Tracker, default_tracking_uri
     from slmops.workspace import configure_environment, default_work_dir
@@ -263,7 +269,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     policy = policy or logged.promotion
     registered_model = policy.registered_model or logged.model.name
     doc = decide_promotion.fn(tracker.tracking_uri, args.sweep, registered_model, policy.model_dump(mode="json"),
-                              move_aliases=not args.dry_run)
+                              move_aliases=not args.dry_run, lock_dir=str(_work_dir(args)))
     fields = {k: doc[k] for k in Decision.__dataclass_fields__}
     print(decision_markdown(Decision(**fields), registered_model))
     if args.json:

@@ -62,5 +62,10 @@ class Workspace:
         return self.out_dir / "logs"
 
     @property
+    def marker(self) -> Path:
+        """Present while a sweep writes this output folder: a killed sweep is resumed under the same id."""
+        return self.out_dir / ".slmops-sweep.json"
+
+    @property
     def report(self) -> Path:
         return self.out_dir / "report.json"

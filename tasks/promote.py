@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +13,7 @@ from prefect.cache_policies import NONE
 from slmops.adapters.tracking import KIND_TAG, SWEEP_TAG, VARIANT_TAG, Registry, Tracker
 from slmops.config import PromotionSpec
 from slmops.errors import InputError, TransientError
+from slmops.locks import file_lock
 from slmops.promotion import Candidate, Decision, decide, decision_markdown
 
 HEADLINE = ("size_bytes", "exact_match", "kl_div_mean", "top1_agreement", "decode_tokens_per_s", "ttft_ms_p50",
@@ -27,25 +29,32 @@ _RETRY = dict(retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=_tra
 
 @task(name="register-model-versions", **_RETRY)
 def register_model_versions(tracking_uri: str, registered_model: str, sweep_id: str, variants: list[dict],
-                            mode: str) -> dict[str, str]:
+                            mode: str, lock_dir: str) -> dict[str, str]:
     """Each succeeded variant as a model version (found again by its content, so never twice); name -> version."""
     registry = Registry(Tracker(tracking_uri))
     versions = {}
-    for v in variants:
-        if v["status"] == "failed" or not v.get("content_key"):
-            continue
-        metrics = {f"metric.{k}": v["metrics"][k] for k in HEADLINE if k in v["metrics"]}
-        if v.get("size_bytes"):
-            metrics["metric.size_bytes"] = v["size_bytes"]
-        tags = {"slmops.variant": v["name"], "slmops.sweep_id": sweep_id, "slmops.config": json.dumps(v["config"]),
-                "foundry_model_id": v.get("foundry_model_id") or "", "slmops.size_bytes": v.get("size_bytes") or 0,
-                **metrics}
-        version = registry.register_version(registered_model, v["mlflow_run_id"], Path(v["onnx_dir"]),
-                                            v["content_key"], {k: str(val) for k, val in tags.items()}, mode)
-        registry.tracker.log(v["mlflow_run_id"], tags={"slmops.model_version": version,
-                                                       "slmops.registered_model": registered_model})
-        versions[v["name"]] = version
+    with file_lock(Path(lock_dir) / "registry.lock"):  # two sweeps of one content never make two versions
+        for v in variants:
+            _register_one(registry, registered_model, sweep_id, v, mode, versions)
     return versions
+
+
+def _register_one(registry: Registry, registered_model: str, sweep_id: str, v: dict, mode: str,
+                  versions: dict[str, str]) -> None:
+    """Register one succeeded variant as a model version and tag its run with the version."""
+    if v["status"] == "failed" or not v.get("content_key"):
+        return
+    metrics = {f"metric.{k}": v["metrics"][k] for k in HEADLINE if k in v["metrics"]}
+    if v.get("size_bytes"):
+        metrics["metric.size_bytes"] = v["size_bytes"]
+    tags = {"slmops.variant": v["name"], "slmops.sweep_id": sweep_id, "slmops.config": json.dumps(v["config"]),
+            "foundry_model_id": v.get("foundry_model_id") or "", "slmops.size_bytes": v.get("size_bytes") or 0,
+            **metrics}
+    version = registry.register_version(registered_model, v["mlflow_run_id"], Path(v["onnx_dir"]),
+                                        v["content_key"], {k: str(val) for k, val in tags.items()}, mode)
+    registry.tracker.log(v["mlflow_run_id"], tags={"slmops.model_version": version,
+                                                   "slmops.registered_model": registered_model})
+    versions[v["name"]] = version
 
 
 def candidates_from_mlflow(tracker: Tracker, experiment: str, sweep_id: str) -> list[Candidate]:
@@ -86,17 +95,18 @@ def find_sweep_experiment(tracker: Tracker, sweep_id: str) -> tuple[str, str]:
 
 @task(name="decide-promotion", **_RETRY)
 def decide_promotion(tracking_uri: str, sweep_id: str, registered_model: str, policy: dict,
-                     move_aliases: bool = True) -> dict:
+                     move_aliases: bool = True, lock_dir: str | None = None) -> dict:
     """Decide from what MLflow holds for the sweep, move the aliases if promoted, log the decision."""
     tracker = Tracker(tracking_uri)
     registry = Registry(tracker)
     spec = PromotionSpec.model_validate(policy)
     experiment, parent_run_id = find_sweep_experiment(tracker, sweep_id)
     candidates = candidates_from_mlflow(tracker, experiment, sweep_id)
-    champion = champion_candidate(registry, registered_model)
-    decision = decide(candidates, spec, champion)
-    if decision.promoted and move_aliases:
-        _move_aliases(registry, registered_model, decision, candidates, champion)
+    with file_lock(Path(lock_dir) / "registry.lock") if lock_dir else contextlib.nullcontext():
+        champion = champion_candidate(registry, registered_model)
+        decision = decide(candidates, spec, champion)
+        if decision.promoted and move_aliases:
+            _move_aliases(registry, registered_model, decision, candidates, champion)
     doc = {**decision.to_dict(), "registered_model": registered_model, "aliases_moved": decision.promoted and
            move_aliases}
     tracker.log_text(parent_run_id, decision_markdown(decision, registered_model), "decision.md")

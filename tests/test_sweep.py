@@ -192,3 +192,18 @@ def test_a_variant_that_does_not_answer_in_foundry_local_is_marked_failed(tiny_m
     run = Tracker(__import__("json").loads((tmp_path / "out" / "report.json").read_text())["mlflow"]["tracking_uri"]
                   ).run(variant["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.metrics["smoke_test_passed"] == 0.0
+
+
+def test_the_builder_runtime_still_imports_after_foundry_local_served_a_model(sweep):
+    # a fresh process, in the order a resumed sweep takes: Foundry Local first, then Olive's builder
+    import subprocess
+    import sys
+
+    _, work, report = sweep
+    fp32 = next(v for v in report["variants"] if v["name"] == "fp32")
+    code = ("import sys\nfrom slmops.adapters.foundry import FoundryLocal\n"
+            f"assert FoundryLocal({str(work / 'foundry-check')!r}).list() == []\n"
+            "import onnxruntime_genai.models.builder\nprint('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+    assert fp32["status"] == "succeeded"

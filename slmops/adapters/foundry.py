@@ -40,7 +40,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from foundry_local_sdk import (
+# Load order matters: Foundry Local's genai-core 0.18 library exports the same Oga* symbols as onnxruntime-genai
+# 0.14.1 (the builder Olive needs). Loaded first, it makes a later `import onnxruntime_genai` fail with "undefined
+# symbol: OgaRequestGetUnseenToken" (seen: a resumed sweep registered cached variants, then Olive failed). Loading
+# 0.14.1 first lets both live in one process.
+from slmops.adapters.genai import preload_runtime
+
+preload_runtime()
+
+from foundry_local_sdk import (  # noqa: E402
     CatalogType,
     ChatSession,
     Configuration,

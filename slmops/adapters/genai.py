@@ -15,6 +15,11 @@ from slmops.errors import VariantError
 QUANT_OPS = ("MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul")
 
 
+def preload_runtime() -> None:
+    """Load onnxruntime-genai 0.14.1's native library (must happen before Foundry Local's genai-core loads)."""
+    import onnxruntime_genai  # noqa: F401
+
+
 def folder_size(model_dir: Path) -> int:
     return sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
 

@@ -30,6 +30,22 @@ def default_tracking_uri(work_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
 
 
+def _sqlite_client(tracking_uri: str):
+    """A client of an embedded store, created under a lock: creating the tracking and registry stores runs the
+    database migrations, and two sweeps starting at once race on them (seen: alembic errors in one of them)."""
+    from mlflow.tracking import MlflowClient
+
+    from slmops.locks import file_lock
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(db.with_name(db.name + ".init.lock")):
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    return client
+
+
 def _is_connection_problem(err: Exception) -> bool:
     text = f"{type(err).__name__}: {err}"
     return any(s in text for s in ("ConnectionError", "Max retries exceeded", "Connection refused", "timed out",
@@ -46,7 +62,10 @@ class Tracker:
 
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        if tracking_uri.startswith("sqlite:///"):
+            self.client = _sqlite_client(tracking_uri)
+        else:
+            self.client = MlflowClient(tracking_uri=tracking_uri)
 
     def _call(self, fn, *args, **kwargs):
         try:

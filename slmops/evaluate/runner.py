@@ -126,9 +126,10 @@ def run_worker(mode: str, request: dict[str, Any], out_dir: Path, timeout_s: flo
                     process.wait()
                     break
                 try:
-                    on_event(events.get(timeout=0.05))
+                    event = events.get(timeout=0.05)
                 except queue.Empty:
-                    pass
+                    continue  # nothing new: look at the process again
+                on_event(event)
         reader.join()
         process.stdout.close()
     # events the worker sent just before it exited

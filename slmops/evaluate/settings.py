@@ -55,7 +55,9 @@ class EvaluationSpec(BaseModel):
         100, ge=1, description="Eval rows used for quality and fidelity (the first ones); null: every row"
     )
     edge_cases: tuple[EdgeCase, ...] = Field(
-        EDGE_CASES, min_length=1, description=f"Invalid or unusual inputs each variant must answer or reject cleanly: {EDGE_CASES}"
+        EDGE_CASES,
+        min_length=1,
+        description=f"Invalid or unusual inputs each variant must answer or reject cleanly, of {list(EDGE_CASES)}",
     )
     worker_timeout_s: float = Field(
         900.0, gt=0, description="Seconds one evaluation process may run before it is stopped and the variant fails"

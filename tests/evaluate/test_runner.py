@@ -68,7 +68,8 @@ def test_evaluate_variant_writes_items_and_result_file(int4_evaluation):
     result, out, seen = int4_evaluation
     assert len(result["items"]) == 100
     item = result["items"][0]
-    assert {"prompt", "reference", "answer", "exact_match", "token_f1", "format_ok", "fidelity_kl_div_mean"} <= set(item)
+    expected = {"prompt", "reference", "answer", "exact_match", "token_f1", "format_ok", "fidelity_kl_div_mean"}
+    assert expected <= set(item)
     written = json.loads((out / RESULT_NAME).read_text())
     assert written["metrics"] == pytest.approx(result["metrics"])
     assert {"serve.json", "edge.json", "fidelity.json"} <= {p.name for p in out.iterdir()}

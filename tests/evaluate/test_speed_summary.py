@@ -51,6 +51,7 @@ def test_decode_speed_comes_from_the_extra_time_of_extra_tokens_even_when_pieces
     assert metrics["prefill_tokens_per_s"] == pytest.approx(64 / 0.017)
     assert metrics["response_ms_p50"] == pytest.approx(15 + 22)
     assert metrics["speed_consistency"] == pytest.approx(1.0)
+    assert metrics["decode_timing_resolved"] == 1.0
     assert set(per_length) == {16, 64, 160}
     stream = metrics["decode_tokens_per_s_stream"]
     # the streamed figure is right only while pieces arrive one by one

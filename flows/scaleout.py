@@ -1,0 +1,94 @@
+"""Scale-out: the variants of one sweep as flow runs of the `variant/on-worker` deployment, spread over the workers
+of the `variants` queue; each worker's --limit caps the conversions its machine runs at once.
+
+    python -m slmops.stack up --variant-workers 2          # two workers on the variants queue
+    run_variants_on_workers(job, [(variant, key), ...])    # from quantization_sweep, in place of its inline loop
+
+Every variant's flow run reads and writes the folders named in its VariantJob (work_dir, out_dir, the fp32 export),
+so the workers must see one filesystem at the same paths (one machine, or a shared volume).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.context import FlowRunContext
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+
+from flows.quantization_sweep import VariantJob
+from slmops.errors import SlmopsError
+
+VARIANT_DEPLOYMENT = "variant/on-worker"
+# the variant flow's return value is the sweep's entry for it: it must be persisted for this process to read it
+_JOB_VARIABLES = {"env": {"PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}}
+
+
+def run_variants_on_workers(job: VariantJob, variants_with_keys: list[tuple[dict, str]],
+                            deployment_name: str = VARIANT_DEPLOYMENT, poll_s: float = 2.0) -> list[dict]:
+    """Submit every variant to the workers at once, wait for all, return their entries in the order given."""
+    logger = get_run_logger()
+    context = FlowRunContext.get()
+    parent = str(context.flow_run.id) if context and context.flow_run else job.sweep_id
+    _warn_if_no_worker(deployment_name, logger)
+    runs = []
+    for index, (variant, key) in enumerate(variants_with_keys, 1):
+        try:
+            run = run_deployment(
+                deployment_name, timeout=0, flow_run_name=variant["name"], job_variables=_JOB_VARIABLES,
+                parameters={"job": job.model_dump(mode="json"), "variant": variant, "key": key, "index": index},
+                tags=["slmops", f"sweep:{job.sweep_id}"],
+                # a retried submission (same parent run) finds the run it made instead of making a second one
+                idempotency_key=f"{parent}:{variant['name']}:{key}",
+            )
+        except ObjectNotFound:
+            raise SlmopsError(f"deployment {deployment_name!r} is not on the Prefect server; deploy it "
+                              "(python -m slmops.stack deploy)") from None
+        logger.info("[%d/%d] %s: submitted to the workers as flow run %s", index, len(variants_with_keys),
+                    variant["name"], run.id)
+        runs.append(run)
+    finished = _wait(runs, poll_s)
+    entries, broken = [], []
+    for run in runs:
+        state = finished[run.id].state
+        if state.is_completed():
+            entries.append(state.result())
+        else:
+            broken.append(f"{run.name} ({run.id}): {state.name}: {state.message or 'no message'}")
+    if broken:
+        # a variant's own failure is an entry with status "failed"; a run that ended otherwise is infrastructure
+        # (a worker or machine died) or a bug: fail the sweep, whose re-run reuses the variants that finished
+        raise SlmopsError(f"{len(broken)} variant flow run(s) did not complete on the workers: {'; '.join(broken)}; "
+                          "run the sweep again: finished variants are reused")
+    return entries
+
+
+def _wait(runs: list, poll_s: float) -> dict:
+    """Poll the runs until every one is in a final state; return them by id."""
+    ids = [run.id for run in runs]
+    with get_client(sync_client=True) as client:
+        while True:
+            current = {r.id: r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=ids)))}
+            if len(current) == len(ids) and all(r.state and r.state.is_final() for r in current.values()):
+                return current
+            time.sleep(poll_s)
+
+
+def _warn_if_no_worker(deployment_name: str, logger) -> None:
+    """Say so when no worker polls the deployment's queue: its runs would wait (Late in the UI) until one starts."""
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(deployment_name)
+        except ObjectNotFound:
+            return  # reported by run_deployment, with what to do
+        if not deployment.work_pool_name or not deployment.work_queue_name:
+            return
+        queue = client.read_work_queue_by_name(deployment.work_queue_name, work_pool_name=deployment.work_pool_name)
+        if str(queue.status).upper().endswith("NOT_READY"):
+            logger.warning("no worker polls queue %r of pool %r: the variants wait until one starts "
+                           "(python -m slmops.stack up --variant-workers N)", deployment.work_queue_name,
+                           deployment.work_pool_name)

@@ -37,10 +37,21 @@ def read_manifest(folder: Path) -> dict | None:
         return None
 
 
+def file_sizes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file() and p.name != MANIFEST}
+
+
 def is_complete(folder: Path, key: str) -> bool:
-    """True when the folder holds the content ``key`` names (its manifest matches and the model file is there)."""
+    """True when the folder holds the content ``key`` names: its manifest matches, and every file it recorded is
+    there with its size (a truncated or deleted model file means rebuild, not reuse)."""
     manifest = read_manifest(folder)
-    return bool(manifest and manifest.get("key") == key and (folder / "model.onnx").is_file())
+    if not manifest or manifest.get("key") != key or not (folder / "model.onnx").is_file():
+        return False
+    for name, size in (manifest.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return True
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -107,7 +118,7 @@ def _export_fp32(source_dir: Path, dest: Path, key: str, trust_remote_code: bool
         config = olive.export_config(source_dir, staging / "model", staging / "olive-cache", trust_remote_code)
         model_dir = olive.run_workflow(config, "fp32 export", log_dir / "fp32-export.olive.log")
         genai.load_and_generate(model_dir)
-        manifest = {"key": key, "kind": "fp32-export", "olive_config": config,
+        manifest = {"key": key, "kind": "fp32-export", "olive_config": config, "files": file_sizes(model_dir),
                     "seconds": round(time.perf_counter() - started, 3), "size_bytes": genai.folder_size(model_dir)}
         _write_json(model_dir / MANIFEST, manifest)
         _publish(model_dir, dest)
@@ -161,6 +172,7 @@ def build_variant(
             "config": variant,
             "olive_config": olive_config,
             "graph": graph,
+            "files": file_sizes(model_dir),
             "size_bytes": genai.folder_size(model_dir),
             "seconds": round(time.perf_counter() - started, 3),
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -52,12 +52,28 @@ def _check_out_dir(out: Path) -> None:
         raise InputError(f"--out {out}: {parent} is not writable")
 
 
+def _check_disk(spec, out: Path, work_dir: Path) -> None:
+    """Refuse, before any work, a sweep that would fill the disk half-way through."""
+    import shutil
+
+    from slmops.source import estimate_disk_bytes
+
+    need = estimate_disk_bytes(spec.model.path, [v.resolved() for v in spec.variants])
+    for folder in (out, work_dir):
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+        free = shutil.disk_usage(existing).free
+        if free < need:
+            raise InputError(f"not enough disk for this sweep: it needs about {need / 1e9:.2f} GB in {existing}, "
+                             f"which has {free / 1e9:.2f} GB free; free space or sweep fewer variants")
+
+
 def _run_sweep(spec, out: Path, work_dir: Path, sweep_id: str | None) -> int:
     from slmops.source import validate_model_dir
     from slmops.workspace import configure_environment
 
     validate_model_dir(spec.model.path, spec.model.allow_pickle_weights)
     _check_out_dir(out)
+    _check_disk(spec, out, work_dir)
     configure_environment(work_dir)
     from slmops.adapters.tracking import Tracker, default_tracking_uri
 

@@ -53,11 +53,57 @@ def _read_json(path: Path, required: bool = True) -> dict | None:
     return data
 
 
+def _check_symlinks(model_dir: Path) -> None:
+    root = model_dir.resolve()
+    for path in model_dir.rglob("*"):
+        if path.is_symlink():
+            target = path.resolve()
+            if root != target and root not in target.parents:
+                raise InputError(f"{path}: a symlink to {target}, outside the model folder; copy the file into the "
+                                 "folder (links out of it are refused)")
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header is whole and the file holds every byte the header promises (a truncated copy fails here)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise InputError(f"{path}: truncated safetensors file ({size} bytes, not even a header)")
+        header_len = int.from_bytes(raw, "little")
+        if header_len <= 0 or 8 + header_len > size:
+            raise InputError(f"{path}: truncated or corrupt safetensors file (header of {header_len} bytes in a "
+                             f"{size}-byte file)")
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{path}: corrupt safetensors header") from None
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end > size:
+        raise InputError(f"{path}: truncated safetensors file: its header needs {8 + header_len + end} bytes, "
+                         f"the file has {size}")
+
+
+def _check_tokenizer_fits(model_dir: Path, config: dict) -> None:
+    path = model_dir / "tokenizer.json"
+    vocab_size = config.get("vocab_size")
+    if not path.is_file() or not isinstance(vocab_size, int):
+        return
+    tok = _read_json(path)
+    ids = list(((tok.get("model") or {}).get("vocab") or {}).values())
+    ids += [t.get("id", -1) for t in tok.get("added_tokens") or []]
+    top = max((i for i in ids if isinstance(i, int)), default=-1)
+    if top >= vocab_size:
+        raise InputError(f"{path}: token ids go up to {top} but config.json has vocab_size {vocab_size}: the "
+                         "tokenizer does not belong to this model")
+
+
 def validate_model_dir(model_dir: str | Path, allow_pickle: bool = False) -> dict:
     """Check that a folder is a convertible causal LM with a chat template; return its config.json."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise InputError(f"model folder not found: {model_dir}")
+    _check_symlinks(model_dir)
     config = _read_json(model_dir / "config.json")
     files = [p for p in model_dir.iterdir() if p.is_file()]
     if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
@@ -79,12 +125,29 @@ def validate_model_dir(model_dir: str | Path, allow_pickle: bool = False) -> dic
         )
     if not (model_dir / "tokenizer.json").is_file() and not (model_dir / "tokenizer.model").is_file():
         raise InputError(f"{model_dir}: no tokenizer (tokenizer.json or tokenizer.model)")
+    for weights in files:
+        if weights.suffix == ".safetensors":
+            _check_safetensors(weights)
+    _check_tokenizer_fits(model_dir, config)
     if not has_chat_template(model_dir):
         raise InputError(
             f"{model_dir}: the tokenizer has no chat template; add one (chat_template.jinja, or "
             "'chat_template' in tokenizer_config.json) so prompts can be formatted for Foundry Local"
         )
     return config
+
+
+def estimate_disk_bytes(model_dir: Path, variants: list[dict]) -> int:
+    """Bytes a sweep may write: the fp32 export, and per variant its folder plus Olive's working copy."""
+    weights = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
+    dtype = (_read_json(Path(model_dir) / "config.json", required=False) or {}).get("torch_dtype") or \
+        (_read_json(Path(model_dir) / "config.json", required=False) or {}).get("dtype")
+    fp32 = weights * (2 if dtype in ("float16", "bfloat16") else 1)  # the export is fp32 whatever the source
+    share = {"fp32": 1.0, "int8": 0.5, "int4": 0.4}  # of fp32 size; int4 keeps its fp32 embedding by default
+    total = fp32  # the shared export
+    for v in variants:
+        total += 2 * share[v["precision"]] * fp32  # staging (Olive's cache) and the published folder
+    return int(total)
 
 
 def _file_sha256(path: Path) -> str:

@@ -21,7 +21,7 @@ from slmops import build, report
 from slmops.adapters.tracking import default_tracking_uri
 from slmops.config import SweepSpec
 from slmops.dataset import load_eval_set, resolve_dataset
-from slmops.errors import SlmopsError, VariantError
+from slmops.errors import SlmopsError, TrackingLostError, TransientError, VariantError
 from slmops.locks import file_lock
 from slmops.source import validate_model_dir
 from slmops.versions import tool_versions
@@ -66,6 +66,7 @@ class VariantJob(BaseModel):
     foundry_cache: str
     smoke_prompt: str
     total: int
+    mlflow_down: bool = False
 
 
 @flow(name="variant", flow_run_name="{variant[name]}")
@@ -97,10 +98,22 @@ def variant_pipeline(job: VariantJob, variant: dict, key: str, index: int) -> di
     logger.info("%s: %s%s", step, entry["status"],
                 f" ({report.human_size(entry['size_bytes'])})" if entry["status"] != "failed"
                 else f": {entry['error']}")
-    entry["mlflow_run_id"] = log_variant_run(
+    if job.mlflow_down:
+        entry["mlflow_error"] = "not logged: MLflow was unreachable earlier in this sweep"
+        return entry
+    state = log_variant_run(
         job.tracking_uri, job.parent_run_id, job.sweep_id, name,
         **report.mlflow_payload(entry, job.source_sha, job.tool_versions), failed=entry["status"] == "failed",
+        return_state=True,
     )
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, TransientError):  # retried already: the variant stays complete on disk
+        entry["mlflow_error"] = str(outcome)
+        logger.warning("%s: not logged to MLflow (%s); `slmops sync` logs it later", step, outcome)
+    elif isinstance(outcome, BaseException):
+        raise outcome
+    else:
+        entry["mlflow_run_id"] = outcome
     return entry
 
 
@@ -186,10 +199,22 @@ def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
                      tracking_uri=tracking_uri, parent_run_id=parent_run_id,
                      fp32_dir=str(fp32_dir) if fp32_dir else None, fp32_error=fp32_error,
                      foundry_cache=str(foundry_cache), smoke_prompt=smoke_prompt, total=len(variants))
-    results = [variant_pipeline(job, variant, keys[variant["name"]], i) for i, variant in enumerate(variants, 1)]
+    results = []
+    for i, variant in enumerate(variants, 1):
+        results.append(variant_pipeline(job, variant, keys[variant["name"]], i))
+        if results[-1].get("mlflow_error") and not job.mlflow_down:
+            job = job.model_copy(update={"mlflow_down": True})  # retry it once, not once per variant
 
     ok = [r for r in results if r["status"] != "failed"]
     decision = None
+    if job.mlflow_down:
+        doc = report.sweep_report(sweep_id, source_dir, source_sha, versions, tracking_uri, parent_run_id, spec,
+                                  results, round(time.perf_counter() - started, 3))
+        doc["mlflow"]["synced"] = False
+        report.write_report(ws.report, doc)
+        raise TrackingLostError(
+            f"MLflow at {tracking_uri} was lost during the sweep; {len(ok)} variant(s) are complete in "
+            f"{ws.variants}; when it is back, run `slmops sync --out {ws.out_dir}` to log them")
     if spec.promotion.enabled and ok:
         registered_model = spec.promotion.registered_model or spec.model.name
         model_versions = register_model_versions(tracking_uri, registered_model, sweep_id, results,

@@ -6,6 +6,7 @@
     slmops demo --out DIR                      # the demo model through the demo sweep
     slmops compare [--sweep ID]                # a logged sweep's variants, from MLflow
     slmops promote --sweep ID [--policy FILE]  # decide again from logged metrics; move the aliases
+    slmops sync --out DIR                      # log a sweep that lost its tracking server, afterwards
     slmops champion [MODEL]                    # the champion, its metrics and Foundry Local id
     slmops foundry list                        # like `foundry cache ls`: every registered variant
     slmops foundry chat ID PROMPT              # like `foundry model run`: stream an answer
@@ -295,6 +296,21 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from slmops.workspace import configure_environment
+
+    work_dir = _work_dir(args)
+    configure_environment(work_dir)
+    from flows.sync import sync_report
+
+    doc = sync_report(Path(args.out).resolve(), work_dir)
+    print(f"synced sweep {doc['sweep_id']}: {len(doc['variants'])} variant run(s) in {doc['mlflow']['tracking_uri']} "
+          f"(parent run {doc['mlflow']['parent_run_id']})")
+    if doc.get("decision"):
+        print(f"{'PROMOTED' if doc['decision']['promoted'] else 'not promoted'}: {doc['decision']['reason']}")
+    return 0
+
+
 def cmd_champion(args: argparse.Namespace) -> int:
     from slmops.adapters.tracking import Registry
     from slmops.metrics import fmt
@@ -360,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print the decision as JSON")
     p.add_argument("--work-dir", help="work folder (default: $SLMOPS_HOME or ./.slmops)")
     p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("sync", help="log a sweep that lost its tracking server to MLflow, from its report.json")
+    p.add_argument("--out", required=True, help="the sweep's output folder")
+    p.add_argument("--work-dir", help="work folder (default: $SLMOPS_HOME or ./.slmops)")
+    p.set_defaults(func=cmd_sync)
     p = sub.add_parser("champion", help="the champion of a registered model")
     p.add_argument("model", nargs="?", help="registered model (default: the only one)")
     p.add_argument("--work-dir", help="work folder (default: $SLMOPS_HOME or ./.slmops)")

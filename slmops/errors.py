@@ -34,3 +34,7 @@ class TransientError(SlmopsError):
 
 class ToolchainError(SlmopsError):
     """Installed tool versions do not work together."""
+
+
+class TrackingLostError(SlmopsError):
+    """The tracking server went away mid-sweep; the variants are complete on disk and `slmops sync` logs them."""

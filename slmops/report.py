@@ -63,6 +63,10 @@ def sweep_report(sweep_id: str, source_dir: Path, source_sha: str, versions: dic
     }
 
 
+def read_report(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
 def write_report(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

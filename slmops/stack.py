@@ -337,6 +337,7 @@ class Stack:
             PREFECT_CLI_PROMPT="false", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
             OLIVE_DISABLE_TELEMETRY="1",
         )
+        env.update(self.state.get("worker_env", {}))
         return env
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> int:
@@ -363,9 +364,14 @@ class Stack:
 
     def up(self, variant_workers: int = 1, variant_limit: int = 1, sweep_limit: int = 2,
            ports: dict[str, int | None] | None = None, deploy: bool = True, query_seconds: float = 5.0,
+           cron: str | None = None, spec: str | None = None, worker_env: dict[str, str] | None = None,
            timeout_s: float = 180.0) -> None:
-        """Start what is not running yet: PostgreSQL, the Prefect server, the MLflow server, deploy, the workers."""
+        """Start what is not running yet: PostgreSQL, the Prefect server, the MLflow server, deploy, the workers.
+
+        worker_env: extra variables for the workers (kept in state.json, so restarted workers get them too).
+        """
         ports = ports or {}
+        self.state.setdefault("worker_env", {}).update(worker_env or {})
         # a partly running stack (after a crash, or `up` twice): keep what runs, start the rest
         for name in DEFAULT_PORTS:
             self.ports[name] = self._port(name, ports.get(name))
@@ -399,7 +405,7 @@ class Stack:
         self._wait("prefect-server", f"{self.prefect_api_url}/health", timeout_s)
         self._wait("mlflow-server", f"{self.mlflow_url}/health", timeout_s)
         if deploy:
-            self.deploy()
+            self.deploy(cron, spec)
         self.start_workers(variant_workers, variant_limit, sweep_limit)
 
     def _check_port_free(self, name: str) -> None:

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,7 @@ from flows.quantization_sweep import quantization_sweep
 from slmops.adapters.tracking import Registry, Tracker
 from slmops.config import parse_spec
 
-from helpers import write_spec
+from helpers import free_port, start_mlflow_server, stop_server, write_spec
 
 
 def spec(model: Path, variants: list[dict], **promotion):
@@ -125,39 +121,11 @@ def test_a_bad_policy_or_sweep_id_moves_no_alias(store, tmp_path):
     assert registry_of(report).by_alias("promo", "champion").version == before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
-         str(tmp_path / "server-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # own group: huey children
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(1)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("mlflow server did not start within 120 s")
+    proc, url = start_mlflow_server(tmp_path, free_port())
     yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_server(proc)
 
 
 def test_everything_works_against_a_real_tracking_server(mlflow_server, tiny_model, tmp_path):
@@ -184,7 +152,7 @@ def test_everything_works_against_a_real_tracking_server(mlflow_server, tiny_mod
 
 
 def test_a_tracking_server_that_is_down_is_a_clear_error_not_a_hang(tiny_model, tmp_path):
-    url = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     spec_file = write_spec(tmp_path / "s.yaml", tiny_model, BASE[:1])
     result = subprocess.run([sys.executable, "-m", "slmops.cli", "sweep", str(spec_file), "--out",
                              str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")], capture_output=True,

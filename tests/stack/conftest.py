@@ -1,0 +1,48 @@
+"""The server stack as plain processes on loopback, started once for the module that asks for it, stopped after.
+
+    .venv/bin/python -m pytest tests/stack            # about 4 minutes on 2 cores; -m "not slow" leaves the stack out
+
+PostgreSQL is installed with apt-get by slmops.stack when it is missing (as root). Every port is a free one, every
+folder a temporary one: the stack touches nothing of the developer's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from slmops.stack import Stack
+from stack_helpers import write_sweep_spec
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts the server stack (PostgreSQL, Prefect, MLflow, workers)")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_model) -> Iterator[Stack]:
+    """PostgreSQL, the Prefect and MLflow servers, deployed, a sweep worker and two variant workers (per module:
+    stopped as soon as the module's tests are done)."""
+    root = tmp_path_factory.mktemp("stack")
+    spec = write_sweep_spec(root / "deployed-spec.yaml", tiny_model)
+    st = Stack(root / "state", work_dir=root / "work")
+    try:
+        st.up(variant_workers=2, ports={"postgres": 0, "prefect": 0, "mlflow": 0}, query_seconds=2, spec=str(spec),
+              worker_env={"SLMOPS_FOUNDRY_CACHE": str(root / "foundry")})
+        yield st
+    finally:
+        st.down(purge=True)
+
+
+@pytest.fixture
+def checkpoint(tiny_model, tmp_path) -> Path:
+    """A fresh copy of the tiny model under a unique name: each triggered sweep gets an output folder of its own."""
+    target = tmp_path / "checkpoints" / f"step-{time.monotonic_ns() % 10**9}"
+    shutil.copytree(tiny_model, target)
+    return target
+
+

@@ -1,0 +1,78 @@
+"""What the stack tests share: the sweep they deploy, and reading flow runs back from the stack's Prefect server."""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from slmops.stack import Stack
+
+VARIANTS = [{"name": "fp32", "precision": "fp32"}, {"name": "int8", "precision": "int8"},
+            {"name": "int4-b32", "precision": "int4", "block_size": 32}]
+
+
+def write_sweep_spec(path: Path, model: Path, name: str = "tiny", **extra) -> Path:
+    path.write_text(yaml.safe_dump({"model": {"path": str(model), "name": name}, "variants": VARIANTS, **extra}))
+    return path
+
+
+@contextmanager
+def prefect_client(st: Stack):
+    """A Prefect client of the stack's server (this session's own test server stays the default elsewhere)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: st.prefect_api_url}):
+        with get_client(sync_client=True) as client:
+            yield client
+
+
+def runs_of_deployment(st: Stack, deployment: str, **parameters) -> list:
+    """Flow runs of a deployment whose parameters include these values."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with prefect_client(st) as client:
+        dep = client.read_deployment_by_name(deployment)
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+    return [r for r in runs if all(r.parameters.get(k) == v for k, v in parameters.items())]
+
+
+def wait_for_run(st: Stack, deployment: str, since: datetime, timeout_s: float = 240, **parameters):
+    """The newest run of the deployment created after `since` with these parameters, once it is final."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = [r for r in runs_of_deployment(st, deployment, **parameters) if r.created and r.created >= since]
+        if runs:
+            newest = max(runs, key=lambda r: r.created)
+            if newest.state and newest.state.is_final():
+                return newest
+        time.sleep(1)
+    raise AssertionError(f"no final run of {deployment} with {parameters} within {timeout_s} s; see {st.logs}")
+
+
+def subflow_runs(st: Stack, parent_id) -> list:
+    """Every flow run below a flow run (its subflows, theirs, ...)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    found, frontier = [], [parent_id]
+    with prefect_client(st) as client:
+        while frontier:
+            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))
+            found += children
+            frontier = [c.id for c in children]
+    return found
+
+
+def runs_by_worker(st: Stack) -> dict[str, set[str]]:
+    """Which flow runs each worker took, from the workers' own logs."""
+    taken: dict[str, set[str]] = {}
+    for log in st.logs.glob("worker-*.log"):
+        for worker, run_id in re.findall(r"Worker '([^']+)' submitting flow run '([0-9a-f-]+)'", log.read_text()):
+            taken.setdefault(worker, set()).add(run_id)
+    return taken

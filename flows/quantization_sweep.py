@@ -7,6 +7,7 @@ and smoke-tested in Foundry Local, all of it in MLflow.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -27,6 +28,7 @@ from slmops.source import validate_model_dir
 from slmops.versions import tool_versions
 from slmops.workspace import Workspace, default_work_dir
 from tasks.convert import build_variant, export_fp32, fingerprint_source
+from tasks.evaluate import evaluate_variant
 from tasks.foundry import register_with_foundry, smoke_test
 from tasks.present import present_sweep
 from tasks.promote import decide_promotion, register_model_versions
@@ -66,6 +68,9 @@ class VariantJob(BaseModel):
     foundry_cache: str
     smoke_prompt: str
     total: int
+    dataset: str | None = None
+    baseline_dir: str | None = None
+    baseline_key: str | None = None
     mlflow_down: bool = False
 
 
@@ -95,6 +100,9 @@ def variant_pipeline(job: VariantJob, variant: dict, key: str, index: int) -> di
             entry["metrics"]["build_seconds"] = outcome["seconds"]
     if entry["status"] != "failed" and job.spec.foundry.enabled:
         _hand_to_foundry(entry, job.spec, Path(job.foundry_cache), job.smoke_prompt, step, logger)
+    if entry["status"] != "failed" and entry.get("foundry_model_id") and job.spec.evaluation.enabled \
+            and job.dataset and job.baseline_dir:
+        _evaluate(entry, job, ws, step, logger)
     logger.info("%s: %s%s", step, entry["status"],
                 f" ({report.human_size(entry['size_bytes'])})" if entry["status"] != "failed"
                 else f": {entry['error']}")
@@ -182,9 +190,11 @@ def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
     dests = {v["name"]: ws.variants / v["name"] for v in variants}
 
     fp32_dir, fp32_error = None, None
-    if any(_needs_fp32(v) and not build.is_complete(dests[v["name"]], keys[v["name"]]) for v in variants):
+    export_key = build.content_key("fp32-export", source_sha, versions)
+    evaluating = spec.evaluation.enabled and dataset is not None and spec.foundry.enabled
+    if evaluating or any(_needs_fp32(v) and not build.is_complete(dests[v["name"]], keys[v["name"]])
+                         for v in variants):
         logger.info("exporting %s to fp32 ONNX (shared by the derived variants)", spec.model.name)
-        export_key = build.content_key("fp32-export", source_sha, versions)
         export_dest = ws.exports / export_key[:16]
         outcome = _outcome(export_fp32.with_options(refresh_cache=not build.is_complete(export_dest, export_key))(
             str(source_dir), str(export_dest), export_key, spec.model.trust_remote_code, str(ws.logs),
@@ -198,7 +208,9 @@ def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
                      source_dir=str(source_dir), source_sha=source_sha, tool_versions=versions,
                      tracking_uri=tracking_uri, parent_run_id=parent_run_id,
                      fp32_dir=str(fp32_dir) if fp32_dir else None, fp32_error=fp32_error,
-                     foundry_cache=str(foundry_cache), smoke_prompt=smoke_prompt, total=len(variants))
+                     foundry_cache=str(foundry_cache), smoke_prompt=smoke_prompt, total=len(variants),
+                     dataset=str(dataset) if dataset else None, baseline_dir=str(fp32_dir) if fp32_dir else None,
+                     baseline_key=export_key)
     results = []
     for i, variant in enumerate(variants, 1):
         results.append(variant_pipeline(job, variant, keys[variant["name"]], i))
@@ -234,6 +246,27 @@ def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
     finish_sweep_run(tracking_uri, parent_run_id, {"variants_ok": len(ok), "variants_failed": len(results) - len(ok),
                                                    "seconds": doc["seconds"]}, doc, failed=not ok)
     return doc
+
+
+def _evaluate(entry: dict, job: VariantJob, ws: Workspace, step: str, logger) -> None:
+    """Measure the variant (or reuse its measurements); a failed measurement marks the variant failed."""
+    settings = job.spec.evaluation.model_dump(mode="json")
+    dataset_sha = hashlib.sha256(Path(job.dataset).read_bytes()).hexdigest()
+    key = build.content_key("evaluation", entry["content_key"], job.baseline_key, settings, dataset_sha,
+                            job.tool_versions)
+    out = ws.out_dir / "evaluations" / entry["name"]
+    reusable = job.spec.evaluation.reuse and (out / "evaluation.json").is_file()
+    logger.info("%s: evaluating in fresh processes", step)
+    state = evaluate_variant.with_options(refresh_cache=not reusable)(
+        entry["name"], key, entry["onnx_dir"], job.baseline_dir, entry["foundry_model_id"], job.foundry_cache,
+        settings, job.dataset, str(out), return_state=True)
+    outcome = _outcome(state)
+    if isinstance(outcome, VariantError):
+        entry.update(status="failed", error=f"variant {entry['name']}: evaluation failed: {outcome}")
+        return
+    entry["metrics"].update(outcome["metrics"])
+    entry["evaluation"] = {"dir": str(out), "reused": state.name == "Cached", "items": len(outcome["items"])}
+    entry["eval_items"] = outcome["items"]
 
 
 def _hand_to_foundry(entry: dict, spec: SweepSpec, cache: Path, prompt: str, step: str, logger) -> None:

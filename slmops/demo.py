@@ -18,10 +18,19 @@ DEMO_VARIANTS = [
 ]
 
 
+# promote the smallest variant that stays close to fp32, the fastest breaking ties
+DEMO_PROMOTION = {
+    "constraints": [{"metric": "kl_div_mean", "max": 0.01},
+                    {"metric": "exact_match", "min_ratio_to_baseline": 0.98},
+                    {"metric": "edge_cases_passed", "min": 1.0}],
+    "objective": [{"metric": "size_bytes", "goal": "minimize"}, {"metric": "decode_tokens_per_s", "goal": "maximize"}],
+}
+
+
 def demo_spec(model_dir: Path) -> SweepSpec:
     """The spec of configs/demo.yaml, pointed at ``model_dir``."""
-    return parse_spec({"model": {"path": str(model_dir), "name": DEMO_MODEL_NAME}, "variants": DEMO_VARIANTS},
-                      "demo spec")
+    return parse_spec({"model": {"path": str(model_dir), "name": DEMO_MODEL_NAME}, "variants": DEMO_VARIANTS,
+                       "promotion": DEMO_PROMOTION}, "demo spec")
 
 
 def ensure_demo_model(model_dir: Path, progress=None) -> tuple[Path, bool]:

@@ -3,6 +3,7 @@
     slmops publish /ckpts/step-1200                   # one checkpoint folder, now
     slmops watch /ckpts --interval 30                 # every new complete checkpoint folder that appears in /ckpts
     slmops watch /ckpts --once                        # one pass (two polls, `interval` apart), then exit
+    python -m slmops.events publish PATH              # the same commands, without the rest of slmops's CLI
 
 The event carries the folder's absolute path (payload `path`, label `slmops.checkpoint.path`); the deployment
 `sweep-checkpoint/on-checkpoint` (deployments/prefect.yaml) takes it as its `checkpoint_path` parameter.
@@ -221,3 +222,18 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--state", help=f"what was published (default: DIR/{STATE_FILE})")
     p.add_argument("--api-url", help="Prefect API (default: $PREFECT_API_URL)")
     p.set_defaults(func=cmd_watch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m slmops.events", description=__doc__.split("\n")[0])
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SlmopsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,11 +10,10 @@ QUALITY_METRICS = ("exact_match", "top1_agreement", "token_f1")
 
 
 def quality_metric(rows: list[dict]) -> str | None:
-    """The first quality metric every plotted variant has."""
-    for metric in QUALITY_METRICS:
-        if rows and all(metric in r["metrics"] for r in rows):
-            return metric
-    return None
+    """The quality metric to plot: the first every variant has that tells them apart, else the first they have."""
+    have = [m for m in QUALITY_METRICS if rows and all(m in r["metrics"] for r in rows)]
+    varying = [m for m in have if len({r["metrics"][m] for r in rows}) > 1]
+    return (varying or have or [None])[0]
 
 
 def pareto_front(points: list[tuple[float, float]], x_goal: str, y_goal: str) -> list[int]:

@@ -39,6 +39,9 @@ def mlflow_payload(entry: dict, source_sha: str, versions: dict) -> dict:
     if entry.get("foundry_model_id"):
         tags["foundry_model_id"] = entry["foundry_model_id"]
     artifacts = {"variant_config.json": entry["config"]}
+    tables = {}
+    if entry.get("eval_items"):
+        tables["eval_items.json"] = entry["eval_items"]
     smoke = entry.get("smoke_test")
     if smoke:
         metrics["smoke_test_passed"] = float(smoke["passed"])
@@ -47,7 +50,7 @@ def mlflow_payload(entry: dict, source_sha: str, versions: dict) -> dict:
         artifacts["smoke_test.json"] = smoke
     if entry.get("olive_config"):
         artifacts["olive_config.json"] = entry["olive_config"]
-    return {"params": entry["config"], "metrics": metrics, "tags": tags, "artifacts": artifacts}
+    return {"params": entry["config"], "metrics": metrics, "tags": tags, "artifacts": artifacts, "tables": tables}
 
 
 def sweep_report(sweep_id: str, source_dir: Path, source_sha: str, versions: dict, tracking_uri: str,
@@ -59,7 +62,8 @@ def sweep_report(sweep_id: str, source_dir: Path, source_sha: str, versions: dic
         "mlflow": {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id},
         "spec": spec.model_dump(mode="json"),
         "seconds": seconds,
-        "variants": [{k: v for k, v in entry.items() if k != "olive_config"} for entry in variants],
+        "variants": [{k: v for k, v in entry.items() if k not in ("olive_config", "eval_items")}
+                     for entry in variants],
     }
 
 

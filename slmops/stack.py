@@ -117,20 +117,22 @@ def _any_alive(pgid: int, pids: list[int]) -> bool:
                                     for p in pids)
 
 
-def stop_group(pgid: int, grace_s: float = 15.0, sig: int = signal.SIGTERM) -> None:
-    """Signal the process group and every descendant (SIGTERM), then SIGKILL what is left after the grace period."""
-    pids = descendants(pgid)
-    if not _any_alive(pgid, pids):
-        return
-    _signal_all(pgid, pids, sig)
+def stop_groups(pgids: list[int], grace_s: float = 15.0, sig: int = signal.SIGTERM) -> None:
+    """Signal each process group and every descendant at once (SIGTERM), wait for all, SIGKILL what is left."""
+    targets = [(pgid, descendants(pgid)) for pgid in pgids]
+    targets = [(pgid, pids) for pgid, pids in targets if _any_alive(pgid, pids)]
+    for pgid, pids in targets:
+        _signal_all(pgid, pids, sig)
     for final in (False, True):
         deadline = time.monotonic() + (grace_s if not final else 5)
         while time.monotonic() < deadline:
-            if not _any_alive(pgid, pids):
+            targets = [(pgid, pids) for pgid, pids in targets if _any_alive(pgid, pids)]
+            if not targets:
                 return
             time.sleep(0.2)
         if not final:
-            _signal_all(pgid, pids, signal.SIGKILL)
+            for pgid, pids in targets:
+                _signal_all(pgid, pids, signal.SIGKILL)
 
 
 def _wait_for(url: str, what: str, log: Path, pgid: int | None, timeout_s: float) -> None:
@@ -457,21 +459,23 @@ class Stack:
                                          f"{timeout_s:.0f} s; see {self.logs}")
                     time.sleep(0.5)
 
-    def stop_process(self, name: str, grace_s: float = 15.0, sig: int | None = None) -> None:
-        """Stop one recorded process group (sig=SIGKILL: kill it at once, as a machine dying would)."""
-        entry = self.state["processes"].get(name)
-        if not entry:
-            raise StackError(f"no process {name!r} in {self.state_file}; known: {', '.join(self.state['processes'])}")
-        stop_group(entry["pid"], grace_s, sig if sig is not None else signal.SIGTERM)
-        del self.state["processes"][name]
+    def stop_process(self, *names: str, grace_s: float = 15.0, sig: int | None = None) -> None:
+        """Stop recorded processes, all at once (sig=SIGKILL: kill them and theirs at once, as a lost machine)."""
+        unknown = [n for n in names if n not in self.state["processes"]]
+        if unknown:
+            raise StackError(f"no process {', '.join(unknown)} in {self.state_file}; known: "
+                             f"{', '.join(self.state['processes'])}")
+        stop_groups([self.state["processes"][n]["pid"] for n in names], grace_s,
+                    sig if sig is not None else signal.SIGTERM)
+        for name in names:
+            del self.state["processes"][name]
         self._save()
 
     def down(self, purge: bool = False) -> None:
-        """Stop the workers, the servers, then PostgreSQL; with purge, delete the database and artifacts too."""
+        """Stop the workers, then the servers, then PostgreSQL; with purge, delete the database and artifacts too."""
         names = list(self.state["processes"])
-        order = [n for n in names if n.startswith("worker-")] + [n for n in names if not n.startswith("worker-")]
-        for name in order:
-            self.stop_process(name)
+        self.stop_process(*[n for n in names if n.startswith("worker-")])
+        self.stop_process(*[n for n in names if not n.startswith("worker-")])
         if self.state.get("pgdata"):
             self.postgres.stop()
         if purge:

@@ -31,13 +31,15 @@ def start_sweep_run(tracking_uri: str, artifact_root: str, experiment: str, swee
 
 @task(name="log-variant-run", task_run_name="log-{variant}", **_RETRY)
 def log_variant_run(tracking_uri: str, parent_run_id: str, sweep_id: str, variant: str, params: dict,
-                    metrics: dict, tags: dict, artifacts: dict, failed: bool) -> str:
+                    metrics: dict, tags: dict, artifacts: dict, failed: bool, tables: dict | None = None) -> str:
     """Find or create the variant's child run and log its config, metrics, tags and artifacts."""
     tracker = Tracker(tracking_uri)
     run_id = tracker.variant_run(parent_run_id, sweep_id, variant)
     tracker.log(run_id, params=params, metrics=metrics, tags=tags)
     for name, data in artifacts.items():
         tracker.log_dict(run_id, data, name)
+    for name, rows in (tables or {}).items():
+        tracker.log_table(run_id, rows, name)
     tracker.finish(run_id, "FAILED" if failed else "FINISHED")
     return run_id
 

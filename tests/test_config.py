@@ -93,8 +93,18 @@ def test_every_example_config_is_valid(path):
 
 
 def test_demo_config_is_the_demo_sweep():
+    from slmops.demo import demo_spec
+
     spec = load_spec(ROOT / "configs" / "demo.yaml")
     assert [v.model_dump(exclude_defaults=True) for v in spec.variants] == DEMO_VARIANTS
+    assert spec.promotion == demo_spec(Path("m")).promotion
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "policies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_policy_is_valid(path):
+    from slmops.config import load_policy
+
+    assert load_policy(path).objective
 
 
 def test_tutorial_config_has_the_tutorial_options():

@@ -47,9 +47,49 @@ def test_demo_fp32_export_answers_the_eval_set(demo_run, demo_model):
     assert exact >= 0.9, f"fp32 ONNX export answered {exact:.0%} of {len(rows)} eval prompts exactly"
 
 
+METRICS = ("ttft_ms_p50", "ttft_ms_p95", "prefill_tokens_per_s", "decode_tokens_per_s", "response_ms_p50",
+           "peak_rss_mb", "cpu_percent", "rss_growth_mb", "exact_match", "token_f1", "format_ok", "perplexity",
+           "kl_div_mean", "kl_div_p99", "top1_agreement", "ppl_ratio", "edge_cases_passed")
+
+
+def test_demo_measures_every_variant_and_fidelity_orders_the_precisions(demo_run):
+    out, _, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    metrics = {v["name"]: v["metrics"] for v in report["variants"]}
+    for name, m in metrics.items():
+        assert set(METRICS) <= set(m), f"{name} lacks {set(METRICS) - set(m)}"
+    assert metrics["fp32"]["kl_div_mean"] == 0 and metrics["fp32"]["top1_agreement"] == 1
+    assert metrics["fp32"]["kl_div_mean"] < metrics["int8"]["kl_div_mean"]
+    assert metrics["fp32"]["top1_agreement"] > metrics["int8"]["top1_agreement"]
+    for int4 in ("int4-b32", "int4-b128"):
+        assert metrics[int4]["kl_div_mean"] > metrics["int8"]["kl_div_mean"]
+        assert metrics[int4]["top1_agreement"] < metrics["int8"]["top1_agreement"]
+
+
+def test_demo_logs_metrics_and_answers_to_mlflow_and_promotes(demo_run):
+    from slmops.adapters.tracking import Tracker
+
+    out, result, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    tracker = Tracker(report["mlflow"]["tracking_uri"])
+    for v in report["variants"]:
+        run = tracker.run(v["mlflow_run_id"])
+        assert run.data.metrics["kl_div_mean"] == v["metrics"]["kl_div_mean"]
+        table = tracker.load_dict(v["mlflow_run_id"], "eval_items.json")
+        assert len(table["data"]) == report["spec"]["evaluation"]["max_eval_items"] == 100
+        assert "answer" in table["columns"]
+    decision = report["decision"]
+    assert decision["promoted"] and decision["champion"]["name"] in ("int4-b32", "int4-b128")
+    assert f"champion of demo-shop: {decision['champion']['name']}" in result.stdout
+    assert (out / "plots" / "pareto_size.png").stat().st_size > 10_000
+    assert "![top1_agreement against size](plots/pareto_size.png)" in (out / "report.md").read_text()
+
+
 def test_demo_run_again_reuses_every_variant(demo_run):
     out, _, run = demo_run
     again = run()
     assert again.returncode == 0, again.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert {v["status"] for v in report["variants"]} == {"cached"}
+    assert all(v["evaluation"]["reused"] for v in report["variants"])
+    assert not report["decision"]["promoted"]  # the same champion is not promoted twice

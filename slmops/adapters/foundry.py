@@ -283,6 +283,18 @@ class FoundryLocal:
         if model.is_loaded:
             model.unload()
 
+    def load(self, model_id: str) -> float:
+        """Load the model into the runtime (if not loaded); return the seconds it took."""
+        model = self._model(model_id)
+        started = time.perf_counter()
+        if not model.is_loaded:
+            model.load()
+        return time.perf_counter() - started
+
+    def unload(self, model_id: str) -> None:
+        """Unload the model if it is loaded."""
+        self._unload_if_loaded(self._model(model_id))
+
     def smoke_test(self, model_id: str, prompt: str, max_tokens: int = 32, timeout_s: float = 120.0) -> dict[str, Any]:
         """Load the model, send one chat request at temperature 0, unload; passed when an answer arrived."""
         model = self._model(model_id)
@@ -355,7 +367,7 @@ class FoundryLocal:
                         for item in stream:
                             if isinstance(item, TextItem) and item.text:
                                 yield item.text
-        except FoundryLocalException as exc:
+        except (FoundryLocalException, UnicodeEncodeError) as exc:  # a lone surrogate fails in the SDK's encoder
             raise VariantError(f"Foundry Local could not answer with {model_id}: {exc}") from exc
         finally:
             if loaded_here:

@@ -159,6 +159,19 @@ class Tracker:
     def log_dict(self, run_id: str, data: Any, artifact_file: str) -> None:
         self._call(self.client.log_dict, run_id, data, artifact_file)
 
+    def log_table(self, run_id: str, rows: list[dict], artifact_file: str) -> None:
+        """Rows as an MLflow table artifact (shown in the UI's artifact view and Evaluation tab)."""
+        columns: dict[str, list] = {}
+        for row in rows:
+            for k in row:
+                columns.setdefault(k, [])
+        for row in rows:
+            for k in columns:
+                value = row.get(k)
+                columns[k].append(value if value is None or isinstance(value, (str, int, float, bool))
+                                  else json.dumps(value))
+        self._call(self.client.log_table, run_id, columns, artifact_file)
+
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self._call(self.client.log_text, run_id, text, artifact_file)
 

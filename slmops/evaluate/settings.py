@@ -22,6 +22,9 @@ EDGE_CASES: tuple[EdgeCase, ...] = ("empty", "whitespace", "too_long", "non_asci
 class EvaluationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    enabled: bool = Field(True, description="Measure every succeeded variant (speed, memory, quality, fidelity)")
+    reuse: bool = Field(True, description="Reuse a variant's measurements when its content, the baseline, the "
+                                          "eval set, these settings and the tool versions are all unchanged")
     dataset: Path | None = Field(
         None, description="eval.jsonl of {prompt, reference}; default: eval.jsonl in the model folder, if any"
     )

@@ -56,16 +56,13 @@ def context_length(model_dir: Path) -> int:
 def hold_loaded(foundry: Any, model_id: str) -> Iterator[float]:
     """Keep the model loaded for the block, so that no request pays for loading it; yields the load time in s.
 
-    FoundryLocal.chat_stream loads and unloads a model that is not loaded, per request. FoundryLocal has no public
-    load/unload yet (asked of its owner); until it does, its model lookup is used here.
+    FoundryLocal.chat_stream loads and unloads a model that is not loaded, per request.
     """
-    model = foundry._model(model_id)
-    started = time.perf_counter()
-    model.load()
+    load_s = foundry.load(model_id)
     try:
-        yield time.perf_counter() - started
+        yield load_s
     finally:
-        model.unload()
+        foundry.unload(model_id)
 
 
 def _settings(request: dict[str, Any]):

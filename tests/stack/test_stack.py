@@ -115,7 +115,9 @@ def test_two_workers_share_the_variants_of_one_sweep_and_give_the_result_of_one(
     assert {status for _, status, _ in report_rows(tmp_path / "one-worker")} == {"succeeded"}
 
 
-def test_a_worker_killed_mid_sweep_leaves_a_crashed_run_and_the_rerun_reuses_finished_variants(stack, checkpoint):
+def test_a_worker_lost_mid_sweep_leaves_a_crashed_run_and_the_rerun_reuses_finished_variants(stack, checkpoint):
+    """The worker and its flow-run processes killed at once (a machine lost): no process is left to report the
+    end, so the heartbeat automation (deployments/automations.yaml) marks the run Crashed; the re-run resumes."""
     out = sweep_out(stack, checkpoint)
     started = now()
     publish_checkpoint(checkpoint, api_url=stack.prefect_api_url)
@@ -123,9 +125,10 @@ def test_a_worker_killed_mid_sweep_leaves_a_crashed_run_and_the_rerun_reuses_fin
     while not (out / "variants" / VARIANTS[0]["name"]).is_dir():
         assert time.monotonic() < deadline, f"the sweep never finished its first variant; see {stack.logs}"
         time.sleep(0.05)
-    stack.stop_process("worker-sweeps-1", sig=signal.SIGKILL)  # the worker and its process group, at once
-    crashed = wait_for_run(stack, TRIGGERED, started, timeout_s=180, checkpoint_path=str(checkpoint))
+    stack.stop_process("worker-sweeps-1", sig=signal.SIGKILL)  # the worker and every process below it, at once
+    crashed = wait_for_run(stack, TRIGGERED, started, timeout_s=200, checkpoint_path=str(checkpoint))
     assert crashed.state.is_crashed(), crashed.state
+    assert "no heartbeat" in crashed.state.message
     interrupted = json.loads((out / ".slmops-sweep.json").read_text())
 
     stack.start_workers(variant_workers=2)

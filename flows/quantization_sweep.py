@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
@@ -106,6 +107,8 @@ def variant_pipeline(job: VariantJob, variant: dict, key: str, index: int) -> di
     logger.info("%s: %s%s", step, entry["status"],
                 f" ({report.human_size(entry['size_bytes'])})" if entry["status"] != "failed"
                 else f": {entry['error']}")
+    # the orchestrating process's memory after each variant: a sweep of many variants must not grow it
+    entry["metrics"]["orchestrator_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
     if job.mlflow_down:
         entry["mlflow_error"] = "not logged: MLflow was unreachable earlier in this sweep"
         return entry

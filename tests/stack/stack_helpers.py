@@ -16,8 +16,8 @@ VARIANTS = [{"name": "fp32", "precision": "fp32"}, {"name": "int8", "precision":
             {"name": "int4-b32", "precision": "int4", "block_size": 32}]
 
 
-def write_sweep_spec(path: Path, model: Path, name: str = "tiny", **extra) -> Path:
-    path.write_text(yaml.safe_dump({"model": {"path": str(model), "name": name}, "variants": VARIANTS, **extra}))
+def write_sweep_spec(path: Path, model: Path, name: str = "tiny", variants: list[dict] = VARIANTS, **extra) -> Path:
+    path.write_text(yaml.safe_dump({"model": {"path": str(model), "name": name}, "variants": variants, **extra}))
     return path
 
 

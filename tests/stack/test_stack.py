@@ -88,7 +88,10 @@ def test_an_event_for_a_folder_that_is_not_a_model_fails_the_run_at_once_with_th
 def test_two_workers_share_the_variants_of_one_sweep_and_give_the_result_of_one(stack, checkpoint, tmp_path):
     if "execution" not in SweepSpec.model_fields:
         pytest.skip("needs the spec switch execution.variants_on (slmops/config.py, flows/quantization_sweep.py)")
-    spec = write_sweep_spec(tmp_path / "on-workers.yaml", checkpoint, execution={"variants_on": "workers"})
+    variants = VARIANTS[::2]  # two variants, two workers: each takes one (a worker runs one conversion at a time)
+    names = {v["name"] for v in variants}
+    spec = write_sweep_spec(tmp_path / "on-workers.yaml", checkpoint, variants=variants,
+                            execution={"variants_on": "workers"})
 
     def sweep(out: Path):
         started = now()
@@ -98,8 +101,8 @@ def test_two_workers_share_the_variants_of_one_sweep_and_give_the_result_of_one(
                 "checkpoint_path": str(checkpoint), "spec_path": str(spec), "out_dir": str(out)})
         run = wait_for_run(stack, TRIGGERED, started, out_dir=str(out))
         assert run.state.is_completed(), run.state.message
-        variant_runs = {str(c.id) for c in subflow_runs(stack, run.id) if c.name in {v["name"] for v in VARIANTS}}
-        assert len(variant_runs) == len(VARIANTS)
+        variant_runs = {str(c.id) for c in subflow_runs(stack, run.id) if c.name in names}
+        assert len(variant_runs) == len(variants)
         return {worker: ids & variant_runs for worker, ids in runs_by_worker(stack).items() if ids & variant_runs}
 
     two = sweep(tmp_path / "two-workers")

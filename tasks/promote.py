@@ -8,26 +8,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import NONE
 
 from slmops.adapters.tracking import KIND_TAG, SWEEP_TAG, VARIANT_TAG, Registry, Tracker
 from slmops.config import PromotionSpec
-from slmops.errors import InputError, TransientError
+from slmops.errors import InputError
 from slmops.locks import file_lock
 from slmops.promotion import Candidate, Decision, decide, decision_markdown
+from tasks.track import TRACKING_RETRY
 
 HEADLINE = ("size_bytes", "exact_match", "kl_div_mean", "top1_agreement", "decode_tokens_per_s", "ttft_ms_p50",
             "peak_rss_mb", "smoke_test_passed")
 
 
-def _transient(_task, _task_run, state) -> bool:
-    return isinstance(state.result(raise_on_failure=False), TransientError)
-
-
-_RETRY = dict(retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=_transient, cache_policy=NONE)
-
-
-@task(name="register-model-versions", **_RETRY)
+@task(name="register-model-versions", **TRACKING_RETRY)
 def register_model_versions(tracking_uri: str, registered_model: str, sweep_id: str, variants: list[dict],
                             mode: str, lock_dir: str) -> dict[str, str]:
     """Each succeeded variant as a model version (found again by its content, so never twice); name -> version."""
@@ -93,7 +86,7 @@ def find_sweep_experiment(tracker: Tracker, sweep_id: str) -> tuple[str, str]:
     return tracker.client.get_experiment(run.info.experiment_id).name, run.info.run_id
 
 
-@task(name="decide-promotion", **_RETRY)
+@task(name="decide-promotion", **TRACKING_RETRY)
 def decide_promotion(tracking_uri: str, sweep_id: str, registered_model: str, policy: dict,
                      move_aliases: bool = True, lock_dir: str | None = None) -> dict:
     """Decide from what MLflow holds for the sweep, move the aliases if promoted, log the decision."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from slmops.adapters.tracking import Tracker
+from slmops.adapters.tracking import Tracker, retry_delays
 from slmops.errors import TransientError
 
 
@@ -13,10 +13,11 @@ def _transient(_task, _task_run, state) -> bool:
     return isinstance(state.result(raise_on_failure=False), TransientError)
 
 
-_RETRY = dict(retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=_transient, cache_policy=NONE)
+# MLflow calls retry only what may pass: an unreachable or busy tracking store
+TRACKING_RETRY = dict(retries=3, retry_delay_seconds=retry_delays(), retry_condition_fn=_transient, cache_policy=NONE)
 
 
-@task(name="start-sweep-run", **_RETRY)
+@task(name="start-sweep-run", **TRACKING_RETRY)
 def start_sweep_run(tracking_uri: str, artifact_root: str, experiment: str, sweep_id: str, tags: dict,
                     params: dict, spec: dict) -> str:
     """Find or create the sweep's parent run and log the resolved spec."""
@@ -29,7 +30,7 @@ def start_sweep_run(tracking_uri: str, artifact_root: str, experiment: str, swee
     return run_id
 
 
-@task(name="log-variant-run", task_run_name="log-{variant}", **_RETRY)
+@task(name="log-variant-run", task_run_name="log-{variant}", **TRACKING_RETRY)
 def log_variant_run(tracking_uri: str, parent_run_id: str, sweep_id: str, variant: str, params: dict,
                     metrics: dict, tags: dict, artifacts: dict, failed: bool, tables: dict | None = None) -> str:
     """Find or create the variant's child run and log its config, metrics, tags and artifacts."""
@@ -44,7 +45,7 @@ def log_variant_run(tracking_uri: str, parent_run_id: str, sweep_id: str, varian
     return run_id
 
 
-@task(name="finish-sweep-run", **_RETRY)
+@task(name="finish-sweep-run", **TRACKING_RETRY)
 def finish_sweep_run(tracking_uri: str, run_id: str, metrics: dict, report: dict, failed: bool) -> None:
     """Log the sweep's totals and report, and close its parent run."""
     tracker = Tracker(tracking_uri)

@@ -26,6 +26,15 @@ _HTTP_BOUNDS = {
 }
 
 
+def retry_delays() -> list[float]:
+    """Seconds between the retries of a tracking task: SLMOPS_MLFLOW_RETRY_DELAYS (comma-separated), or 2, 5, 10."""
+    raw = os.environ.get("SLMOPS_MLFLOW_RETRY_DELAYS", "2,5,10")
+    try:
+        return [float(x) for x in raw.split(",") if x.strip()]
+    except ValueError:
+        raise SlmopsError(f"SLMOPS_MLFLOW_RETRY_DELAYS={raw!r}: expected comma-separated seconds, e.g. 2,5,10") from None
+
+
 def default_tracking_uri(work_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
 

@@ -20,7 +20,8 @@ VARIANTS = [{"name": "fp32", "precision": "fp32"}, {"name": "int8", "precision":
 def test_a_server_lost_mid_sweep_leaves_complete_variants_that_sync_logs_later(demo_model, tmp_path):
     port = free_port()
     proc, url = start_mlflow_server(tmp_path, port)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "SLMOPS_FOUNDRY_CACHE": str(tmp_path / "foundry")}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "SLMOPS_FOUNDRY_CACHE": str(tmp_path / "foundry"),
+           "SLMOPS_MLFLOW_RETRY_DELAYS": "0.5,1,1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     spec = write_spec(tmp_path / "s.yaml", demo_model, VARIANTS, name="lost")
     out, work = tmp_path / "out", tmp_path / "work"
     cli = [sys.executable, "-m", "slmops.cli"]

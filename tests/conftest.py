@@ -7,6 +7,7 @@ is trained once per machine and again only when the recipe changes.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -56,8 +57,11 @@ def demo_model() -> Path:
     if not (target / "config.json").is_file():
         TEST_CACHE.mkdir(parents=True, exist_ok=True)
         for old in TEST_CACHE.glob("demo-model-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        recipe.make_demo_model(target)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        calls: list[tuple[int, int]] = []
+        recipe.make_demo_model(target, progress=lambda step, total: calls.append((step, total)))
+        # what the progress callback saw while this model was trained, for tests/test_demo_model.py
+        (TEST_CACHE / f"{target.name}.progress.json").write_text(json.dumps(calls))
     return target
 
 

@@ -18,13 +18,10 @@ EXPECTED_FILES = ["config.json", "model.safetensors", "tokenizer.json", "generat
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[int, int]]]:
-    """Train the demo model once and return its folder and the progress calls it made."""
-    calls: list[tuple[int, int]] = []
-    out_dir = tmp_path_factory.mktemp("demo") / "model"
-    returned = make_demo_model(out_dir, seed=0, progress=lambda step, total: calls.append((step, total)))
-    assert returned == out_dir
-    return out_dir, calls
+def built(demo_model: Path) -> tuple[Path, list[tuple[int, int]]]:
+    """The session's demo model (trained once per recipe, see tests/conftest.py) and the progress calls it made."""
+    calls = json.loads((demo_model.parent / f"{demo_model.name}.progress.json").read_text())
+    return demo_model, [tuple(c) for c in calls]
 
 
 def _eval_rows(folder: Path) -> list[dict]:
@@ -40,7 +37,7 @@ def test_folder_holds_a_complete_model(built: tuple[Path, list]) -> None:
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "qwen2"
     assert config["tie_word_embeddings"] is True
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
+    assert not [p.name for p in folder.parent.iterdir() if p.name.startswith(".")], "a staging folder was left"
 
 
 def test_chat_template_renders_chatml(built: tuple[Path, list]) -> None:

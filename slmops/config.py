@@ -150,14 +150,8 @@ class FoundrySpec(_Strict):
     smoke_timeout_s: float = Field(120, gt=0, description="Seconds before a smoke test counts as hung")
 
 
-class Constraint(_Strict):
+class _MetricRef(_Strict):
     metric: str = Field(description="A metric name (slmops.metrics.METRICS)")
-    min: float | None = Field(None, description="Lowest value allowed")
-    max: float | None = Field(None, description="Highest value allowed")
-    min_ratio_to_baseline: float | None = Field(None, gt=0, description="Lowest value allowed, as a share of the "
-                                                "baseline's (0.98: at least 98% of the baseline)")
-    max_ratio_to_baseline: float | None = Field(None, gt=0, description="Highest value allowed, as a multiple of "
-                                                "the baseline's")
 
     @field_validator("metric")
     @classmethod
@@ -165,6 +159,15 @@ class Constraint(_Strict):
         if not known_metric(v):
             raise ValueError(f"unknown metric {v!r}; known: {', '.join(sorted(METRICS))}")
         return v
+
+
+class Constraint(_MetricRef):
+    min: float | None = Field(None, description="Lowest value allowed")
+    max: float | None = Field(None, description="Highest value allowed")
+    min_ratio_to_baseline: float | None = Field(None, gt=0, description="Lowest value allowed, as a share of the "
+                                                "baseline's (0.98: at least 98% of the baseline)")
+    max_ratio_to_baseline: float | None = Field(None, gt=0, description="Highest value allowed, as a multiple of "
+                                                "the baseline's")
 
     @model_validator(mode="after")
     def _satisfiable(self) -> "Constraint":
@@ -188,16 +191,8 @@ class Constraint(_Strict):
         return self
 
 
-class ObjectiveTerm(_Strict):
-    metric: str = Field(description="A metric name (slmops.metrics.METRICS)")
+class ObjectiveTerm(_MetricRef):
     goal: Literal["minimize", "maximize"] | None = Field(None, description="Default: the metric's better direction")
-
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if not known_metric(v):
-            raise ValueError(f"unknown metric {v!r}; known: {', '.join(sorted(METRICS))}")
-        return v
 
     @property
     def direction(self) -> str:

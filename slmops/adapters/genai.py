@@ -71,29 +71,12 @@ def load_and_generate(model_dir: Path, prompt: str = "Hello", max_new_tokens: in
     try:
         model = og.Model(str(model_dir))
         tokenizer = og.Tokenizer(model)
-        input_ids = tokenizer.encode(prompt)
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(input_ids) + max_new_tokens, do_sample=False)
-        generator = og.Generator(model, params)
-        generator.append_tokens(input_ids)
-        new: list[int] = []
-        while not generator.is_done() and len(new) < max_new_tokens:
-            generator.generate_next_token()
-            new.append(int(generator.get_next_tokens()[0]))
+        new = _greedy(og, model, tokenizer.encode(prompt), max_new_tokens)
     except Exception as err:  # onnxruntime-genai raises plain RuntimeError for every load/run failure
         raise VariantError(f"{model_dir.name}: onnxruntime-genai could not load and generate: {err}") from err
     if not new:
         raise VariantError(f"{model_dir.name}: onnxruntime-genai loaded the model but generated no token")
     return new
-
-
-def render_chat(model_dir: Path, user_prompt: str, system: str | None = None) -> str:
-    """The prompt text the model's own chat template renders for one user turn, ready for generation."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_prompt}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def answer_prompts(model_dir: Path, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
@@ -108,14 +91,18 @@ def answer_prompts(model_dir: Path, prompts: list[str], max_new_tokens: int = 32
     for prompt in prompts:
         text = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                 tokenize=False)
-        input_ids = tokenizer.encode(text)
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(input_ids) + max_new_tokens, do_sample=False)
-        generator = og.Generator(model, params)
-        generator.append_tokens(input_ids)
-        new: list[int] = []
-        while not generator.is_done():
-            generator.generate_next_token()
-            new.append(int(generator.get_next_tokens()[0]))
-        answers.append(tokenizer.decode(new).strip())
+        answers.append(tokenizer.decode(_greedy(og, model, tokenizer.encode(text), max_new_tokens)).strip())
     return answers
+
+
+def _greedy(og, model, input_ids, max_new_tokens: int) -> list[int]:
+    """Greedy decoding of up to max_new_tokens after input_ids; the new token ids."""
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(input_ids) + max_new_tokens, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(input_ids)
+    new: list[int] = []
+    while not generator.is_done() and len(new) < max_new_tokens:
+        generator.generate_next_token()
+        new.append(int(generator.get_next_tokens()[0]))
+    return new

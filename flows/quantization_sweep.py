@@ -214,11 +214,19 @@ def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
                      foundry_cache=str(foundry_cache), smoke_prompt=smoke_prompt, total=len(variants),
                      dataset=str(dataset) if dataset else None, baseline_dir=str(fp32_dir) if fp32_dir else None,
                      baseline_key=export_key)
-    results = []
-    for i, variant in enumerate(variants, 1):
-        results.append(variant_pipeline(job, variant, keys[variant["name"]], i))
-        if results[-1].get("mlflow_error") and not job.mlflow_down:
-            job = job.model_copy(update={"mlflow_down": True})  # retry it once, not once per variant
+    variants_with_keys = [(variant, keys[variant["name"]]) for variant in variants]
+    if spec.execution.variants_on == "workers":
+        from flows.scaleout import run_variants_on_workers  # it imports this module: not at the top
+
+        results = run_variants_on_workers(job, variants_with_keys, spec.execution.deployment)
+        if any(r.get("mlflow_error") for r in results):
+            job = job.model_copy(update={"mlflow_down": True})
+    else:
+        results = []
+        for i, (variant, key) in enumerate(variants_with_keys, 1):
+            results.append(variant_pipeline(job, variant, key, i))
+            if results[-1].get("mlflow_error") and not job.mlflow_down:
+                job = job.model_copy(update={"mlflow_down": True})  # retry it once, not once per variant
 
     ok = [r for r in results if r["status"] != "failed"]
     decision = None

@@ -8,6 +8,8 @@
     slmops promote --sweep ID [--policy FILE]  # decide again from logged metrics; move the aliases
     slmops sync --out DIR                      # log a sweep that lost its tracking server, afterwards
     slmops champion [MODEL]                    # the champion, its metrics and Foundry Local id
+    slmops publish PATH                        # a checkpoint.published event: the triggered deployment sweeps it
+    slmops watch DIR [--interval S] [--once]   # publish each new complete checkpoint folder that appears in DIR
     slmops foundry list                        # like `foundry cache ls`: every registered variant
     slmops foundry chat ID PROMPT              # like `foundry model run`: stream an answer
     slmops foundry remove ID                   # unload and unregister
@@ -408,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--to", required=True, help="folder to lay the models out in")
             p.add_argument("ids", nargs="*", help="ids to export (default: the newest version of each)")
+
+    from slmops.events import add_cli as add_event_commands
+
+    add_event_commands(sub)
     return parser
 
 

@@ -227,11 +227,21 @@ class PromotionSpec(_Strict):
         return self
 
 
+class ExecutionSpec(_Strict):
+    variants_on: Literal["inline", "workers"] = Field(
+        "inline", description="inline: the variants one after another in the sweep's process; workers: each a flow "
+        "run of the variant deployment, in parallel on the workers of its queue (python -m slmops.stack up "
+        "--variant-workers N)")
+    deployment: str = Field("variant/on-worker", description="The variant deployment, <flow>/<deployment>, when "
+                                                              "variants_on is workers")
+
+
 class SweepSpec(_Strict):
     model: ModelSpec
     variants: tuple[VariantSpec, ...] = Field(min_length=1, description="The variants to build, in order")
     foundry: FoundrySpec = Field(default_factory=FoundrySpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
 
     @model_validator(mode="after")

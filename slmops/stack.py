@@ -378,8 +378,8 @@ class Stack:
         for name in DEFAULT_PORTS:
             self.ports[name] = self._port(name, ports.get(name))
         self.state["query_seconds"] = query_seconds
+        self.dir.mkdir(parents=True, exist_ok=True)  # before asking whether the postgres user can reach it
         self.state.setdefault("pgdata", str(Postgres.data_dir_for(self.dir)))
-        self.dir.mkdir(parents=True, exist_ok=True)
         self._save()
 
         pg = self.postgres
@@ -419,8 +419,18 @@ class Stack:
         entry = self.state["processes"][name]
         _wait_for(url, name, Path(entry["log"]), entry["pid"], timeout_s)
 
-    def start_workers(self, variant_workers: int = 1, variant_limit: int = 1, sweep_limit: int = 2) -> list[str]:
-        """A worker for whole sweeps, and `variant_workers` workers for the variants of scaled-out sweeps."""
+    def start_workers(self, variant_workers: int | None = None, variant_limit: int | None = None,
+                      sweep_limit: int | None = None) -> list[str]:
+        """Start the workers that do not run: one for whole sweeps, `variant_workers` for the variants of
+        scaled-out sweeps (unset: as the last `up` said); return the names started."""
+        layout = self.state.setdefault("workers", {"variant_workers": 1, "variant_limit": 1, "sweep_limit": 2})
+        for key, value in (("variant_workers", variant_workers), ("variant_limit", variant_limit),
+                           ("sweep_limit", sweep_limit)):
+            if value is not None:
+                layout[key] = value
+        self._save()
+        variant_workers, variant_limit, sweep_limit = (layout["variant_workers"], layout["variant_limit"],
+                                                       layout["sweep_limit"])
         wanted = [("sweeps-1", SWEEP_QUEUE, sweep_limit)]
         wanted += [(f"variants-{i}", VARIANT_QUEUE, variant_limit) for i in range(1, variant_workers + 1)]
         started, since = [], time.time()
@@ -587,10 +597,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="conversions one variant worker runs at once: what this machine's memory allows (default 1)")
     up.add_argument("--sweep-limit", type=int, default=2, help="sweeps the sweep worker runs at once (default 2)")
     up.add_argument("--no-deploy", action="store_true", help="start the processes only")
+    up.add_argument("--cron", help=f"nightly sweep's schedule (default $SLMOPS_SWEEP_CRON or {DEFAULT_CRON!r})")
+    up.add_argument("--spec", help=f"spec of the deployed sweeps (default $SLMOPS_SWEEP_SPEC or {DEFAULT_SPEC})")
     deploy = sub.add_parser("deploy", help="create the work pool, deployments and automations")
     deploy.add_argument("--api-url", help="a Prefect server's API (default: this stack's, else $PREFECT_API_URL)")
-    deploy.add_argument("--cron", help=f"schedule of the nightly sweep (default $SLMOPS_SWEEP_CRON or {DEFAULT_CRON!r})")
-    deploy.add_argument("--spec", help=f"spec of the nightly sweep (default $SLMOPS_SWEEP_SPEC or {DEFAULT_SPEC})")
+    deploy.add_argument("--cron", help=f"nightly sweep's schedule (default $SLMOPS_SWEEP_CRON or {DEFAULT_CRON!r})")
+    deploy.add_argument("--spec", help=f"spec of the deployed sweeps (default $SLMOPS_SWEEP_SPEC or {DEFAULT_SPEC})")
     sub.add_parser("env", help="print export lines for PREFECT_API_URL and MLFLOW_TRACKING_URI")
     sub.add_parser("status", help="what runs, and whether the servers answer")
     down = sub.add_parser("down", help="stop everything this state folder started")
@@ -602,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             stack = Stack(state_dir, args.work_dir)
             ports = {n: getattr(args, f"{n}_port") for n in DEFAULT_PORTS}
-            stack.up(args.variant_workers, args.variant_limit, args.sweep_limit, ports, deploy=not args.no_deploy)
+            stack.up(args.variant_workers, args.variant_limit, args.sweep_limit, ports, deploy=not args.no_deploy,
+                     cron=args.cron, spec=args.spec)
             print(f"Prefect UI  {stack.prefect_ui_url}\nMLflow UI   {stack.mlflow_url}\nstate       {stack.dir}\n")
             _print_env(stack)
         elif args.command == "deploy":

@@ -112,3 +112,8 @@ def test_tutorial_config_has_the_tutorial_options():
     resolved = variant.resolved()
     assert (resolved["precision"], resolved["method"], resolved["block_size"], resolved["symmetric"]) == (
         "int4", "builder", 128, False)
+
+
+def test_spec_rejects_an_unknown_execution_mode():
+    msg = spec_error(execution={"variants_on": "cluster"})
+    assert msg == "spec.yaml: execution.variants_on: Input should be 'inline' or 'workers' (got 'cluster')"

@@ -17,10 +17,12 @@ from mlflow.tracking import MlflowClient
 
 from slmops.config import SweepSpec
 from slmops.events import publish_checkpoint
+from slmops.stack import DEFAULT_CRON
 from stack_helpers import VARIANTS, prefect_client, runs_by_worker, subflow_runs, wait_for_run, write_sweep_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 TRIGGERED = "sweep-checkpoint/on-checkpoint"
+NIGHTLY = "sweep-from-spec-file/nightly"
 
 
 def now() -> datetime:
@@ -85,6 +87,24 @@ def test_an_event_for_a_folder_that_is_not_a_model_fails_the_run_at_once_with_th
     assert not sweep_out(stack, not_a_model).exists()
 
 
+def test_the_nightly_deployment_is_scheduled_and_sweeps_the_newest_complete_checkpoint(stack, checkpoint, tmp_path):
+    unfinished = checkpoint.parent / "step-999999999"  # newer, still being copied: not a model folder yet
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text((checkpoint / "config.json").read_text())
+    out = tmp_path / "nightly"
+    started = now()
+    with prefect_client(stack) as client:
+        deployment = client.read_deployment_by_name(NIGHTLY)
+        assert [s.schedule.cron for s in deployment.schedules] == [DEFAULT_CRON]
+        client.create_flow_run_from_deployment(deployment.id, parameters={
+            "latest_checkpoint_in": str(checkpoint.parent), "out_dir": str(out)})
+    run = wait_for_run(stack, NIGHTLY, started, out_dir=str(out))
+    assert run.state.is_completed(), run.state.message
+    report = json.loads((out / "report.json").read_text())
+    assert report["source_model"]["path"] == str(checkpoint)
+    assert {v["status"] for v in report["variants"]} == {"succeeded"}
+
+
 def test_two_workers_share_the_variants_of_one_sweep_and_give_the_result_of_one(stack, checkpoint, tmp_path):
     if "execution" not in SweepSpec.model_fields:
         pytest.skip("needs the spec switch execution.variants_on (slmops/config.py, flows/quantization_sweep.py)")
@@ -112,7 +132,7 @@ def test_two_workers_share_the_variants_of_one_sweep_and_give_the_result_of_one(
     try:
         one = sweep(tmp_path / "one-worker")
     finally:
-        stack.start_workers(variant_workers=2)
+        stack.start_workers()
     assert set(one) == {"variants-1"}
     assert report_rows(tmp_path / "two-workers") == report_rows(tmp_path / "one-worker")
     assert {status for _, status, _ in report_rows(tmp_path / "one-worker")} == {"succeeded"}
@@ -134,7 +154,7 @@ def test_a_worker_lost_mid_sweep_leaves_a_crashed_run_and_the_rerun_reuses_finis
     assert "no heartbeat" in crashed.state.message
     interrupted = json.loads((out / ".slmops-sweep.json").read_text())
 
-    stack.start_workers(variant_workers=2)
+    stack.start_workers()
     rerun_started = now()
     publish_checkpoint(checkpoint, api_url=stack.prefect_api_url)
     rerun = wait_for_run(stack, TRIGGERED, rerun_started, checkpoint_path=str(checkpoint))

@@ -28,18 +28,19 @@ from slmops.errors import InputError, SlmopsError
 
 
 def _progress(label: str):
-    """A one-line progress bar on stderr, for steps that take minutes."""
+    """Progress on stderr for steps that take minutes: a bar on a terminal, a line per 10% in a log."""
     state = {"last": -1}
+    tty = sys.stderr.isatty()
 
     def update(done: int, total: int) -> None:
         pct = int(100 * done / max(total, 1))
-        if pct == state["last"]:
+        if pct == state["last"] or (not tty and pct % 10 and done < total):
             return
         state["last"] = pct
-        bar = "#" * (pct // 4)
-        sys.stderr.write(f"\r{label} [{bar:<25}] {pct:3d}%")
-        if done >= total:
-            sys.stderr.write("\n")
+        if tty:
+            sys.stderr.write(f"\r{label} [{'#' * (pct // 4):<25}] {pct:3d}%" + ("\n" if done >= total else ""))
+        else:
+            sys.stderr.write(f"{label}: {pct}%\n")
         sys.stderr.flush()
 
     return update

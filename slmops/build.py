@@ -93,13 +93,9 @@ def clean_stale_staging(folder: Path) -> list[Path]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    import psutil
+
+    return psutil.pid_exists(pid)
 
 
 def export_fp32(source_dir: Path, dest: Path, key: str, trust_remote_code: bool, log_dir: Path) -> dict:

@@ -26,6 +26,7 @@ from slmops.dataset import load_eval_set, resolve_dataset
 from slmops.errors import SlmopsError, TrackingLostError, TransientError, VariantError
 from slmops.locks import file_lock
 from slmops.source import validate_model_dir
+from slmops.timing import Phases
 from slmops.versions import tool_versions
 from slmops.workspace import Workspace, default_work_dir
 from tasks.convert import build_variant, export_fp32, fingerprint_source
@@ -85,12 +86,14 @@ def variant_pipeline(job: VariantJob, variant: dict, key: str, index: int) -> di
     step = f"[{index}/{job.total}] {name}"
     logger.info("%s: building (%s, %s)", step, variant["precision"], variant["method"])
     entry = report.variant_entry(variant, dest)
+    phases = Phases()
     if _needs_fp32(variant) and job.fp32_dir is None and not build.is_complete(dest, key):
         entry["error"] = f"variant {name}: needs the fp32 export, which failed: {job.fp32_error}"
     else:
-        state = build_variant.with_options(refresh_cache=not build.is_complete(dest, key))(
-            variant, key, job.source_dir, job.fp32_dir, str(dest), str(ws.logs), job.spec.model.trust_remote_code,
-            {"source_sha256": job.source_sha}, return_state=True)
+        with phases("convert"):
+            state = build_variant.with_options(refresh_cache=not build.is_complete(dest, key))(
+                variant, key, job.source_dir, job.fp32_dir, str(dest), str(ws.logs),
+                job.spec.model.trust_remote_code, {"source_sha256": job.source_sha}, return_state=True)
         outcome = _outcome(state)
         if isinstance(outcome, VariantError):
             entry["error"] = str(outcome)
@@ -100,23 +103,28 @@ def variant_pipeline(job: VariantJob, variant: dict, key: str, index: int) -> di
                          content_key=key, olive_config=outcome["olive_config"])
             entry["metrics"]["build_seconds"] = outcome["seconds"]
     if entry["status"] != "failed" and job.spec.foundry.enabled:
-        _hand_to_foundry(entry, job.spec, Path(job.foundry_cache), job.smoke_prompt, step, logger)
+        with phases("foundry"):
+            _hand_to_foundry(entry, job.spec, Path(job.foundry_cache), job.smoke_prompt, step, logger)
     if entry["status"] != "failed" and entry.get("foundry_model_id") and job.spec.evaluation.enabled \
             and job.dataset and job.baseline_dir:
-        _evaluate(entry, job, ws, step, logger)
+        with phases("evaluate"):
+            _evaluate(entry, job, ws, step, logger)
     logger.info("%s: %s%s", step, entry["status"],
                 f" ({report.human_size(entry['size_bytes'])})" if entry["status"] != "failed"
                 else f": {entry['error']}")
     # the orchestrating process's memory after each variant: a sweep of many variants must not grow it
     entry["metrics"]["orchestrator_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
+    entry["timings"] = phases.as_dict()
     if job.mlflow_down:
         entry["mlflow_error"] = "not logged: MLflow was unreachable earlier in this sweep"
         return entry
-    state = log_variant_run(
-        job.tracking_uri, job.parent_run_id, job.sweep_id, name,
-        **report.mlflow_payload(entry, job.source_sha, job.tool_versions), failed=entry["status"] == "failed",
-        return_state=True,
-    )
+    with phases("tracking"):
+        state = log_variant_run(
+            job.tracking_uri, job.parent_run_id, job.sweep_id, name,
+            **report.mlflow_payload(entry, job.source_sha, job.tool_versions), failed=entry["status"] == "failed",
+            return_state=True,
+        )
+    entry["timings"] = phases.as_dict()
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, TransientError):  # retried already: the variant stays complete on disk
         entry["mlflow_error"] = str(outcome)
@@ -167,6 +175,7 @@ def write_marker(ws: Workspace, sweep_id: str) -> None:
 
 def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
     started = time.perf_counter()
+    phases = Phases()
     source_dir = spec.model.path.resolve()
     dataset = resolve_dataset(spec.evaluation.dataset, source_dir)
     smoke_prompt = spec.evaluation.smoke_prompt or (load_eval_set(dataset)[0]["prompt"] if dataset else "Hello")
@@ -179,14 +188,15 @@ def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
 
     source_sha = fingerprint_source(str(source_dir), str(ws.hash_memo))
     tracking_uri = default_tracking_uri(ws.work_dir)
-    parent_run_id = start_sweep_run(
-        tracking_uri, str(ws.mlartifacts), f"slmops-{spec.model.name}", sweep_id,
-        tags={"slmops.model": spec.model.name, "slmops.source_sha256": source_sha,
-              **{f"version.{k}": v for k, v in versions.items()}},
-        params={"model.path": str(source_dir), "model.name": spec.model.name,
-                "variants": [v.name for v in spec.variants]},
-        spec=spec.model_dump(mode="json"),
-    )
+    with phases("tracking"):
+        parent_run_id = start_sweep_run(
+            tracking_uri, str(ws.mlartifacts), f"slmops-{spec.model.name}", sweep_id,
+            tags={"slmops.model": spec.model.name, "slmops.source_sha256": source_sha,
+                  **{f"version.{k}": v for k, v in versions.items()}},
+            params={"model.path": str(source_dir), "model.name": spec.model.name,
+                    "variants": [v.name for v in spec.variants]},
+            spec=spec.model_dump(mode="json"),
+        )
 
     variants = [v.resolved() for v in spec.variants]
     keys = {v["name"]: build.content_key("variant", source_sha, {**v, "name": None}, versions) for v in variants}
@@ -199,9 +209,11 @@ def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
                          for v in variants):
         logger.info("exporting %s to fp32 ONNX (shared by the derived variants)", spec.model.name)
         export_dest = ws.exports / export_key[:16]
-        outcome = _outcome(export_fp32.with_options(refresh_cache=not build.is_complete(export_dest, export_key))(
-            str(source_dir), str(export_dest), export_key, spec.model.trust_remote_code, str(ws.logs),
-            return_state=True))
+        with phases("convert"):
+            state = export_fp32.with_options(refresh_cache=not build.is_complete(export_dest, export_key))(
+                str(source_dir), str(export_dest), export_key, spec.model.trust_remote_code, str(ws.logs),
+                return_state=True)
+        outcome = _outcome(state)
         if isinstance(outcome, VariantError):
             fp32_error = str(outcome)
         else:
@@ -228,6 +240,8 @@ def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
             if results[-1].get("mlflow_error") and not job.mlflow_down:
                 job = job.model_copy(update={"mlflow_down": True})  # retry it once, not once per variant
 
+    for entry in results:
+        phases.add(entry.get("timings") or {})
     ok = [r for r in results if r["status"] != "failed"]
     decision = None
     if job.mlflow_down:
@@ -240,19 +254,23 @@ def _sweep(spec: SweepSpec, ws: Workspace, sweep_id: str, logger) -> dict:
             f"{ws.variants}; when it is back, run `slmops sync --out {ws.out_dir}` to log them")
     if spec.promotion.enabled and ok:
         registered_model = spec.promotion.registered_model or spec.model.name
-        model_versions = register_model_versions(tracking_uri, registered_model, sweep_id, results,
-                                                 spec.promotion.artifacts, str(ws.work_dir))
-        for entry in results:
-            entry["model_version"] = model_versions.get(entry["name"])
-        decision = decide_promotion(tracking_uri, sweep_id, registered_model, spec.promotion.model_dump(mode="json"),
-                                    lock_dir=str(ws.work_dir))
+        with phases("tracking"):
+            model_versions = register_model_versions(tracking_uri, registered_model, sweep_id, results,
+                                                     spec.promotion.artifacts, str(ws.work_dir))
+            for entry in results:
+                entry["model_version"] = model_versions.get(entry["name"])
+            decision = decide_promotion(tracking_uri, sweep_id, registered_model,
+                                        spec.promotion.model_dump(mode="json"), lock_dir=str(ws.work_dir))
         logger.info("decision: %s", decision["reason"])
 
     doc = report.sweep_report(sweep_id, source_dir, source_sha, versions, tracking_uri, parent_run_id, spec,
                               results, round(time.perf_counter() - started, 3))
     if decision:
         doc["decision"] = decision
-    present_sweep(doc, str(ws.out_dir), tracking_uri)
+    with phases("report"):
+        present_sweep(doc, str(ws.out_dir), tracking_uri)
+    # the sweep's time by phase; finishing the MLflow run below is left out (it is orchestration either way)
+    doc["timings"] = {**phases.as_dict(), "sweep": round(time.perf_counter() - started, 3)}
     report.write_report(ws.report, doc)
     finish_sweep_run(tracking_uri, parent_run_id, {"variants_ok": len(ok), "variants_failed": len(results) - len(ok),
                                                    "seconds": doc["seconds"]}, doc, failed=not ok)

@@ -53,6 +53,16 @@ def test_report_follows_the_schema(sweep):
         assert VARIANT_KEYS <= set(v)
 
 
+def test_report_splits_the_sweep_time_by_phase(sweep):
+    timings = sweep[2]["timings"]
+    assert set(timings) == {"convert", "foundry", "evaluate", "tracking", "report", "sweep"}
+    assert timings["convert"] > 0 and timings["tracking"] > 0  # the first sweep converted and logged
+    phases = sum(v for k, v in timings.items() if k != "sweep")
+    assert phases <= timings["sweep"] * 1.01, timings  # the phases do not overlap: they fit in the sweep's time
+    per_variant = sum(v["timings"]["convert"] for v in sweep[2]["variants"])
+    assert per_variant < timings["convert"], timings  # the shared export is counted once, at the sweep level
+
+
 def test_every_variant_but_the_broken_one_succeeds(sweep):
     variants = by_name(sweep[2])
     assert {n: v["status"] for n, v in variants.items()} == {

@@ -19,8 +19,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,6 +73,26 @@ def _check_disk(spec, out: Path, work_dir: Path) -> None:
                              f"which has {free / 1e9:.2f} GB free; free space or sweep fewer variants")
 
 
+def _start_temporary_prefect_server() -> threading.Thread | None:
+    """With no PREFECT_API_URL, a flow starts Prefect's temporary server (about 4 s here, in a process of its own)
+    when it first needs it. Start it now, in the background, so that it comes up while this process imports the
+    flow, opens the MLflow store and hashes the model: the flow then finds it running (the server is one per
+    process, ``SubprocessASGIServer``). Join the thread before the flow starts."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer  # about 3 s of imports: in this thread too
+
+        SubprocessASGIServer().start()
+
+    thread = threading.Thread(target=start, name="prefect-temporary-server", daemon=True)
+    thread.start()
+    return thread
+
+
 def _run_sweep(spec, out: Path, work_dir: Path, sweep_id: str | None) -> int:
     from slmops.source import validate_model_dir
     from slmops.workspace import configure_environment
@@ -79,9 +101,33 @@ def _run_sweep(spec, out: Path, work_dir: Path, sweep_id: str | None) -> int:
     _check_out_dir(out)
     _check_disk(spec, out, work_dir)
     configure_environment(work_dir)
+    server = _start_temporary_prefect_server()
     from slmops.adapters.tracking import Tracker, default_tracking_uri
 
     Tracker(default_tracking_uri(work_dir)).check_reachable()
+    import flows.quantization_sweep  # noqa: F401 (imported while the server starts)
+
+    if server is not None:
+        server.join()  # a failed start is raised again by the flow's own start()
+    with _embedded_settings(server is not None):
+        return _sweep_and_print(spec, out, work_dir, sweep_id)
+
+
+@contextlib.contextmanager
+def _embedded_settings(embedded: bool):
+    """With Prefect's temporary server, no flow-run heartbeats: nothing watches them for crashed runs (the
+    stack's automation does, deployments/automations.yaml), and each flow waits up to 1 s for its heartbeat
+    thread at the end (five flows a demo sweep)."""
+    if not embedded:
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def _sweep_and_print(spec, out: Path, work_dir: Path, sweep_id: str | None) -> int:
     from flows.quantization_sweep import quantization_sweep
     from slmops import report
 

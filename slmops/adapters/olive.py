@@ -8,6 +8,7 @@ the output folder (../shared/STACK.md), so every run here checks its output and 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -166,7 +167,9 @@ def run_workflow(config: dict, what: str, log_file: Path) -> Path:
     try:
         with open(log_file, "a", encoding="utf-8") as sink, contextlib.redirect_stdout(sink), \
                 contextlib.redirect_stderr(sink):
-            olive_run(config)
+            # a copy: Olive replaces parts of the dict it is given with its own objects (a SystemConfig), and the
+            # config is kept in the cached result and MLflow as plain JSON (decoding it would import Olive: 4.5 s)
+            olive_run(copy.deepcopy(config))
     except Exception as err:  # Olive re-raises configuration errors: still one variant's failure
         raise VariantError(f"{what}: Olive raised {type(err).__name__}: {err} (log: {log_file})") from err
     finally:

@@ -39,9 +39,15 @@ def default_tracking_uri(work_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
 
 
+_SQLITE_CLIENTS: dict[str, object] = {}
+
+
 def _sqlite_client(tracking_uri: str):
     """A client of an embedded store, created under a lock: creating the tracking and registry stores runs the
-    database migrations, and two sweeps starting at once race on them (seen: alembic errors in one of them)."""
+    database migrations, and two sweeps starting at once race on them (seen: alembic errors in one of them).
+    One per store and process: opening the store again costs about 0.1 s a time, ten times a sweep."""
+    if tracking_uri in _SQLITE_CLIENTS:
+        return _SQLITE_CLIENTS[tracking_uri]
     from mlflow.tracking import MlflowClient
 
     from slmops.locks import file_lock
@@ -52,6 +58,7 @@ def _sqlite_client(tracking_uri: str):
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         client.search_experiments(max_results=1)
         client.search_registered_models(max_results=1)
+    _SQLITE_CLIENTS[tracking_uri] = client
     return client
 
 

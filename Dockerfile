@@ -2,6 +2,9 @@
 # docker-compose.yml runs it as the sweep and variant workers, the `deploy` one-shot and the checkpoint watcher.
 #
 #   docker compose build          # or: docker build -t slmops-worker:0.1.0 .
+#
+# No credential is baked in: no ENV or ARG holds one and only the folders below are copied (never .env). The
+# containers get PREFECT_API_AUTH_STRING and MLFLOW_TRACKING_* from docker-compose.yml at run time.
 FROM prefecthq/prefect:3.9.1-python3.11
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

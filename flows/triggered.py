@@ -5,8 +5,10 @@ checkpoint as soon as `slmops publish` / `slmops watch` announces it.
     slmops publish /ckpts/step-1200               # a `checkpoint.published` event starts sweep_checkpoint
     prefect deployment run sweep-from-spec-file/nightly -p spec_path=configs/demo.yaml
 
-Both check their input before any work starts: a path that is not a model folder fails the run at once with the
-message of slmops.source.validate_model_dir.
+Both check their input before any work starts (slmops.events.validate_checkpoint): a model folder outside
+SLMOPS_ALLOWED_MODEL_ROOTS (symlinks and .. resolved; unset on the worker: every path is refused), a spec with
+model.trust_remote_code, or a folder that is not a safe model folder (slmops.source.validate_model_dir) fails the
+run at once with the reason. The publisher checked too, but the server side cannot trust it.
 """
 
 from __future__ import annotations
@@ -19,23 +21,25 @@ from prefect.runtime import flow_run
 from flows.quantization_sweep import quantization_sweep
 from slmops.config import SweepSpec, load_spec, parse_spec
 from slmops.errors import InputError
-from slmops.source import validate_model_dir
+from slmops.events import check_inside_roots, validate_checkpoint
 from slmops.workspace import configure_environment, default_work_dir
 
 
 def spec_for_checkpoint(spec_path: str | Path, checkpoint_path: str | Path) -> SweepSpec:
-    """The spec of spec_path with model.path set to the checkpoint, after checking the checkpoint is a model folder."""
+    """The spec of spec_path with model.path set to the checkpoint (its real path), after checking the checkpoint
+    is an allowed, safe model folder."""
     spec = load_spec(spec_path)
-    checkpoint = Path(checkpoint_path).expanduser().resolve()
-    validate_model_dir(checkpoint, spec.model.allow_pickle_weights)
+    checkpoint = validate_checkpoint(checkpoint_path, spec.model.allow_pickle_weights, spec.model.trust_remote_code,
+                                     require_roots=True)
     data = spec.model_dump(mode="json")
     data["model"]["path"] = str(checkpoint)
     return parse_spec(data, str(spec_path))
 
 
 def latest_checkpoint(folder: str | Path, allow_pickle: bool = False) -> Path:
-    """The newest subfolder of `folder` that is a complete model folder (by modification time)."""
-    folder = Path(folder).expanduser().resolve()
+    """The newest subfolder of `folder` that is a complete model folder (by modification time), inside the allowed
+    model roots."""
+    folder = check_inside_roots(folder, require=True)
     if not folder.is_dir():
         raise InputError(f"checkpoint folder not found: {folder}")
     newest_first = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
@@ -43,8 +47,7 @@ def latest_checkpoint(folder: str | Path, allow_pickle: bool = False) -> Path:
     problems = []
     for candidate in newest_first:
         try:
-            validate_model_dir(candidate, allow_pickle)
-            return candidate
+            return validate_checkpoint(candidate, allow_pickle, require_roots=True)
         except InputError as err:
             problems.append(str(err))
     detail = f"; the newest one: {problems[0]}" if problems else ""
@@ -81,7 +84,8 @@ def sweep_from_spec_file(spec_path: str, out_dir: str | None = None, work_dir: s
     if latest_checkpoint_in:
         spec = spec_for_checkpoint(spec_path, latest_checkpoint(latest_checkpoint_in, spec.model.allow_pickle_weights))
     else:
-        validate_model_dir(spec.model.path.resolve(), spec.model.allow_pickle_weights)
+        validate_checkpoint(spec.model.path, spec.model.allow_pickle_weights, spec.model.trust_remote_code,
+                            require_roots=True)
     work, out = _dirs(spec, out_dir, work_dir, "latest")
     get_run_logger().info("sweeping %s (%s) into %s", spec_path, spec.model.path, out)
     return quantization_sweep(spec=spec, out_dir=str(out), work_dir=str(work))

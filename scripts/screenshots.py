@@ -8,6 +8,10 @@ variants' flow runs, its artifacts) and the MLflow UI comparing the sweep's vari
 The checkpoint defaults to the demo model ($SLMOPS_HOME/demo-model, trained once if missing). It is published as a
 `checkpoint.published` event, so the pictures show the triggered deployment's run. Chromium comes from Debian's
 package (installed with apt-get when missing and run as root).
+
+Since the stack requires credentials (docs/security.md), set SLMOPS_PREFECT_AUTH_STRING, SLMOPS_MLFLOW_ADMIN_PASSWORD
+and SLMOPS_MLFLOW_PASSWORD before running it. Not updated yet: the headless browser does not log in to the two UIs,
+so with authentication on the pictures show their login prompts (the pictures in docs/ predate authentication).
 """
 
 from __future__ import annotations

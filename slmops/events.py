@@ -7,6 +7,12 @@
 
 The event carries the folder's absolute path (payload `path`, label `slmops.checkpoint.path`); the deployment
 `sweep-checkpoint/on-checkpoint` (deployments/prefect.yaml) takes it as its `checkpoint_path` parameter.
+
+A checkpoint is input from outside: validate_checkpoint refuses a folder outside SLMOPS_ALLOWED_MODEL_ROOTS (after
+resolving symlinks and ..), one that is not a safe model folder (slmops.source.validate_model_dir: safetensors,
+no pickle weights unless allowed, no symlink out of it) and a spec that would run the folder's own code. `publish`
+and `watch` check what they can before sending; the triggered flows (flows/triggered.py) check again on the
+worker, since the server side cannot trust a publisher.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 
 from slmops.errors import InputError, SlmopsError
 
+ALLOWED_ROOTS_VAR = "SLMOPS_ALLOWED_MODEL_ROOTS"
 EVENT = "checkpoint.published"
 RESOURCE_PREFIX = "slmops.checkpoint."
 PATH_LABEL = "slmops.checkpoint.path"
@@ -45,19 +52,79 @@ def resolve_api_url(api_url: str | None = None) -> str:
     return url.rstrip("/")
 
 
+def allowed_model_roots(environ: dict[str, str] | None = None) -> list[Path] | None:
+    """The real paths of SLMOPS_ALLOWED_MODEL_ROOTS (colon-separated), or None when it is unset or empty."""
+    raw = (os.environ if environ is None else environ).get(ALLOWED_ROOTS_VAR, "")
+    roots = [Path(os.path.realpath(os.path.expanduser(r))) for r in raw.split(":") if r.strip()]
+    return roots or None
+
+
+def check_inside_roots(path: str | Path, require: bool = False) -> Path:
+    """The real path of `path` (symlinks and .. resolved) when it lies in an allowed root; InputError when not,
+    or when require and SLMOPS_ALLOWED_MODEL_ROOTS is not set."""
+    real = Path(os.path.realpath(Path(path).expanduser()))
+    roots = allowed_model_roots()
+    if roots is None:
+        if require:
+            raise InputError(f"{ALLOWED_ROOTS_VAR} is not set where this runs: set it to the folders checkpoints may "
+                             "come from (colon-separated); the stack sets it on its workers")
+        return real
+    if not any(real == root or root in real.parents for root in roots):
+        shown = f"{path} (resolves to {real})" if str(real) != str(path) else str(path)
+        raise InputError(f"{shown} is outside the folders checkpoints may come from ({ALLOWED_ROOTS_VAR}="
+                         f"{':'.join(map(str, roots))}): refused before any work")
+    return real
+
+
+def validate_checkpoint(path: str | Path, allow_pickle: bool = False, trust_remote_code: bool = False,
+                        require_roots: bool = False) -> Path:
+    """The real path of a checkpoint folder that came from outside, once it is safe to sweep: inside the allowed
+    roots, never run with the folder's own code, and a model folder validate_model_dir accepts."""
+    from slmops.source import validate_model_dir
+
+    real = check_inside_roots(path, require_roots)
+    if trust_remote_code:
+        raise InputError(f"{path}: the spec sets model.trust_remote_code, which would run code shipped in a "
+                         "checkpoint from outside; a published checkpoint is swept only without it")
+    validate_model_dir(real, allow_pickle)
+    return real
+
+
+def _auth_header() -> dict[str, str]:
+    """The Authorization header of PREFECT_API_AUTH_STRING (environment, profile or temporary settings), if set."""
+    import base64
+
+    from prefect.settings import get_current_settings
+
+    secret = get_current_settings().api.auth_string
+    value = secret.get_secret_value() if secret is not None else ""
+    return {"Authorization": "Basic " + base64.b64encode(value.encode()).decode()} if value else {}
+
+
 def check_server(api_url: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, with the address, when the Prefect server does not answer its health check."""
+    """Fail in seconds, with the address, when the Prefect server does not answer its health check or refuses
+    this client's PREFECT_API_AUTH_STRING (the health check itself needs none)."""
     try:
         with urllib.request.urlopen(f"{api_url}/health", timeout=timeout_s) as response:  # noqa: S310 (user's server)
-            if response.status == 200:
-                return
-            problem = f"HTTP {response.status}"
+            problem = None if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as err:
         problem = f"HTTP {err.code}"
     except (urllib.error.URLError, OSError) as err:
         problem = str(getattr(err, "reason", err))
-    raise SlmopsError(f"the Prefect server at {api_url} (PREFECT_API_URL) is unreachable ({problem}); start it "
-                      "(python -m slmops.stack up) or point PREFECT_API_URL at its /api address")
+    if problem:
+        raise SlmopsError(f"the Prefect server at {api_url} (PREFECT_API_URL) is unreachable ({problem}); start it "
+                          "(python -m slmops.stack up) or point PREFECT_API_URL at its /api address")
+    request = urllib.request.Request(f"{api_url}/admin/version", headers=_auth_header())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):  # noqa: S310 (user's server)
+            return
+    except urllib.error.HTTPError as err:
+        if err.code == 401:
+            raise SlmopsError(f"the Prefect server at {api_url} refused this client's credentials (HTTP 401): set "
+                              "PREFECT_API_AUTH_STRING to its API auth string (python -m slmops.stack env says "
+                              "where it is)") from None
+    except (urllib.error.URLError, OSError):
+        return  # it answered its health check a moment ago: sending the event will say what is wrong
 
 
 def checkpoint_event(path: Path):
@@ -85,14 +152,13 @@ async def _send(event, api_url: str) -> None:
 def publish_checkpoint(path: str | Path, api_url: str | None = None, check: bool = True) -> dict:
     """Emit `checkpoint.published` for a folder and wait until the server has it; return the event's id and path.
 
-    With check, a folder that is not a complete model folder is refused here (InputError); without it the
-    triggered run checks (for a path that only exists where the workers run).
+    With check, a folder that is not a complete model folder, or lies outside SLMOPS_ALLOWED_MODEL_ROOTS (when
+    set here), is refused here (InputError); without it only the triggered run checks (for a path that only
+    exists where the workers run). The triggered run checks in any case.
     """
     path = Path(path).expanduser().resolve()
     if check:
-        from slmops.source import validate_model_dir
-
-        validate_model_dir(path)
+        validate_checkpoint(path)
     url = resolve_api_url(api_url)
     check_server(url)
     event = checkpoint_event(path)
@@ -155,6 +221,7 @@ def watch(folder: str | Path, interval_s: float = 10.0, once: bool = False, api_
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise InputError(f"watch: {folder} is not a folder")
+    check_inside_roots(folder)  # when SLMOPS_ALLOWED_MODEL_ROOTS is set here: a watch that could never be swept
     if interval_s <= 0:
         raise InputError(f"watch: --interval must be above 0 seconds, got {interval_s}")
     state_path = Path(state_file).resolve() if state_file else folder / STATE_FILE
@@ -164,13 +231,20 @@ def watch(folder: str | Path, interval_s: float = 10.0, once: bool = False, api_
         check_server(url)  # a one-shot run fails at once rather than after its polls
     published: list[str] = []
     previous: dict[str, list] = {}
+    refused: set[str] = set()
     polls = 0
     while True:
         polls += 1
         current: dict[str, list] = {}
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
             key = str(sub)
-            if key in state["published"] or not _complete(sub):
+            if key in state["published"] or key in refused or not _complete(sub):
+                continue
+            try:
+                check_inside_roots(sub)  # a subfolder may be a symlink out of the allowed roots
+            except InputError as err:
+                refused.add(key)
+                log(f"not published: {err}")
                 continue
             current[key] = folder_fingerprint(sub)
             if previous.get(key) != current[key]:

@@ -1,4 +1,5 @@
-"""What the stack tests share: the sweep they deploy, and reading flow runs back from the stack's Prefect server."""
+"""What the stack tests share: the sweep they deploy, publishing to the stack, and reading flow runs back from the
+stack's Prefect server (with its auth string)."""
 
 from __future__ import annotations
 
@@ -16,20 +17,37 @@ VARIANTS = [{"name": "fp32", "precision": "fp32"}, {"name": "int8", "precision":
             {"name": "int4-b32", "precision": "int4", "block_size": 32}]
 
 
-def write_sweep_spec(path: Path, model: Path, name: str = "tiny", variants: list[dict] = VARIANTS, **extra) -> Path:
-    path.write_text(yaml.safe_dump({"model": {"path": str(model), "name": name}, "variants": variants, **extra}))
+def write_sweep_spec(path: Path, model: Path, name: str = "tiny", variants: list[dict] = VARIANTS,
+                     model_extra: dict | None = None, **extra) -> Path:
+    path.write_text(yaml.safe_dump({"model": {"path": str(model), "name": name, **(model_extra or {})},
+                                    "variants": variants, **extra}))
     return path
+
+
+def stack_settings(st: Stack):
+    """Prefect settings of the stack's server and auth string (this session's own test server stays the default
+    elsewhere)."""
+    from slmops.stack import prefect_settings
+
+    return prefect_settings(st.prefect_api_url, st.client_env(with_secrets=True)["PREFECT_API_AUTH_STRING"])
 
 
 @contextmanager
 def prefect_client(st: Stack):
-    """A Prefect client of the stack's server (this session's own test server stays the default elsewhere)."""
+    """A Prefect client of the stack's server."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: st.prefect_api_url}):
+    with stack_settings(st):
         with get_client(sync_client=True) as client:
             yield client
+
+
+def publish(st: Stack, path: Path, **kwargs) -> dict:
+    """slmops publish to the stack, as a client holding its auth string."""
+    from slmops.events import publish_checkpoint
+
+    with stack_settings(st):
+        return publish_checkpoint(path, api_url=st.prefect_api_url, **kwargs)
 
 
 def runs_of_deployment(st: Stack, deployment: str, **parameters) -> list:

@@ -1,14 +1,17 @@
 """docker-compose.yml, Dockerfile, .env.example and deployments/ agree with each other and with the code.
 
-No Docker engine runs here, so the compose file is read, its ${VARIABLES} filled in from .env.example the way
-compose does, and every name, port, URL and command is checked against the service it points at and against
-slmops.stack, slmops.events, flows/ and deployments/prefect.yaml.
+No Docker engine runs here, so the compose file is read, its ${VARIABLES} filled in from .env.example (plus a
+value for each credential, which .env.example leaves empty) the way compose does, and every name, port, URL and
+command is checked against the service it points at and against slmops.stack, slmops.events, flows/ and
+deployments/prefect.yaml; and that compose refuses to start without the credentials, each service gets only the
+ones it needs, and nothing but the two UIs is published (on loopback by default).
 
     .venv/bin/python -m pytest tests/stack/test_compose.py
 """
 
 from __future__ import annotations
 
+import configparser
 import importlib.metadata
 import inspect
 import re
@@ -24,6 +27,10 @@ from slmops import events, stack
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("sweep-worker", "variant-worker")
+# what .env must set: the process stack's credentials, and the two it generates for itself
+CREDENTIALS = (*stack.SECRET_VARS, "POSTGRES_PASSWORD", "SLMOPS_MLFLOW_SECRET_KEY")
+# a distinct value per credential, to see where each one goes
+SECRETS = {name: f"secret-of-{name.lower()}" for name in CREDENTIALS}
 _VAR = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 
 
@@ -60,13 +67,13 @@ def raw() -> dict:
 
 @pytest.fixture(scope="module")
 def compose(raw) -> dict:
-    return interpolate(raw, env_example())
+    return interpolate(raw, {**env_example(), **SECRETS})
 
 
 @pytest.fixture(scope="module")
 def defaults_only(raw) -> dict:
-    """The file as compose reads it with no .env but the one required secret."""
-    return interpolate(raw, {"POSTGRES_PASSWORD": "x"})
+    """The file as compose reads it with no .env but the required credentials."""
+    return interpolate(raw, SECRETS)
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +164,10 @@ def test_workers_and_deploy_reach_the_prefect_and_mlflow_services_at_their_ports
     for name in (*WORKERS, "checkpoint-watcher"):
         env = env_of(services[name])
         assert env["PREFECT_API_URL"] == f"http://prefect-server:{prefect_port}/api"
-        assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow-server:{mlflow_port}"
+        if name in WORKERS:
+            assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow-server:{mlflow_port}"
     assert option(command(services["deploy"]), "--api-url") == f"http://prefect-server:{prefect_port}/api"
+    assert option(command(services["deploy"]), "--mlflow-url") == f"http://mlflow-server:{mlflow_port}"
     allowed = env_of(services["mlflow-server"])["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert f"mlflow-server:{mlflow_port}" in allowed, "MLflow would refuse the workers' Host header"
 
@@ -171,13 +180,16 @@ def test_the_servers_use_the_databases_the_init_script_creates_on_the_postgres_s
     assert (prefect_db.scheme, mlflow_db.scheme) == ("postgresql+asyncpg", "postgresql+psycopg")
     for url, database in ((prefect_db, stack.PREFECT_DB), (mlflow_db, stack.MLFLOW_DB)):
         assert (url.hostname, url.port, url.path) == ("postgres", 5432, f"/{database}")
-        assert (url.username, url.password) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])
-    assert init_databases() == {stack.PREFECT_DB, stack.MLFLOW_DB}
+        assert (url.username, url.password) == (pg["POSTGRES_USER"], None), "the password comes as PGPASSWORD"
+    for name in ("prefect-server", "mlflow-server"):
+        assert env_of(services[name])["PGPASSWORD"] == pg["POSTGRES_PASSWORD"]
+    assert init_databases() == {stack.PREFECT_DB, stack.MLFLOW_DB, stack.MLFLOW_AUTH_DB}
     mounts = services["postgres"]["volumes"]
     assert any(m.startswith("./deployments/postgres/init-databases.sql:/docker-entrypoint-initdb.d/")
                for m in mounts)
     check = " ".join(services["postgres"]["healthcheck"]["test"])
-    assert all(f"-d {db}" in check for db in init_databases()), "healthy only once both databases exist"
+    assert "-d $db" in check and all(re.search(rf"for db in .*\b{db}\b", check) for db in init_databases()), \
+        "healthy only once every database exists"
 
 
 def test_mlflow_serves_artifacts_from_a_named_volume(compose):
@@ -295,3 +307,91 @@ def test_the_crash_automation_acts_on_the_heartbeats_the_workers_send(compose):
     assert beat == stack.HEARTBEAT_S
     assert crash.trigger.within.total_seconds() >= 3 * beat, "a slow heartbeat must not crash a live run"
     assert "prefect.flow-run.heartbeat" in crash.trigger.after
+
+
+def test_compose_refuses_to_start_while_a_credential_is_unset_or_left_as_in_env_example(raw):
+    text = (ROOT / "docker-compose.yml").read_text()
+    example = env_example()
+    for name in CREDENTIALS:
+        assert example[name] == "", f".env.example must leave {name} empty: compose accepts any value it shows"
+        uses = re.findall(rf"\$\{{{name}(:?[-?]?)[^}}]*\}}", text)
+        assert uses and set(uses) == {":?"}, f"every use of {name} must be ${{{name}:?...}}: {uses}"
+        with pytest.raises(AssertionError, match=rf"\${{{name}}} is required \(set {name} in .env"):
+            interpolate(raw, {**example, **{k: v for k, v in SECRETS.items() if k != name}})
+    with pytest.raises(AssertionError, match="is required"):
+        interpolate(raw, example)  # .env copied from .env.example and not edited
+
+
+def test_each_service_gets_only_the_credentials_it_needs(compose):
+    """The workers hold the pipeline's MLflow password, never the admin's; the watcher only Prefect's string."""
+    holders = {name: {k for k, v in SECRETS.items() if v in " ".join(env_of(service).values())}
+               for name, service in compose["services"].items()}
+    auth, admin, pipeline = ("SLMOPS_PREFECT_AUTH_STRING", "SLMOPS_MLFLOW_ADMIN_PASSWORD", "SLMOPS_MLFLOW_PASSWORD")
+    assert holders == {
+        "postgres": {"POSTGRES_PASSWORD"},
+        "prefect-server": {"POSTGRES_PASSWORD", auth},
+        "mlflow-server": {"POSTGRES_PASSWORD", admin, "SLMOPS_MLFLOW_SECRET_KEY"},
+        "deploy": {auth, admin, pipeline},
+        "sweep-worker": {auth, pipeline},
+        "variant-worker": {auth, pipeline},
+        "checkpoint-watcher": {auth},
+    }
+    for name, service in compose["services"].items():
+        cmd = " ".join(command(service)) if service.get("command") else ""
+        assert not [k for k, v in SECRETS.items() if v in cmd], f"{name}: a secret on its command line (ps shows it)"
+
+
+def test_the_prefect_server_requires_the_auth_string_its_clients_send(compose):
+    services = compose["services"]
+    required = env_of(services["prefect-server"])["PREFECT_SERVER_API_AUTH_STRING"]
+    assert required == SECRETS["SLMOPS_PREFECT_AUTH_STRING"]
+    for name in (*WORKERS, "checkpoint-watcher"):
+        assert env_of(services[name])["PREFECT_API_AUTH_STRING"] == required, f"{name} would get HTTP 401"
+    assert env_of(services["deploy"])["SLMOPS_PREFECT_AUTH_STRING"] == required
+    health = " ".join(services["prefect-server"]["healthcheck"]["test"])
+    assert "/api/health" in health, "the only API path Prefect serves without the auth string"
+
+
+def test_the_mlflow_server_runs_basic_auth_and_the_workers_log_in_as_the_pipelines_user(compose):
+    service = compose["services"]["mlflow-server"]
+    cmd, env = command(service), env_of(service)
+    assert option(cmd, "--app-name") == "basic-auth"
+    assert 'mlflow[auth]' in service["build"]["dockerfile_inline"], "the basic-auth app needs Flask-WTF"
+    [mount] = [v for v in service["volumes"] if v.split(":")[1] == env["MLFLOW_AUTH_CONFIG_PATH"]]
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / mount.split(":")[0])
+    config = dict(ini["mlflow"])
+    assert config["default_permission"] == stack.MLFLOW_DEFAULT_PERMISSION == "NO_PERMISSIONS"
+    assert "admin_password" not in config, "the admin's password comes from the environment, never a file"
+    auth_db = urlparse(config["database_uri"])
+    assert (auth_db.scheme, auth_db.hostname, auth_db.port, auth_db.path.strip("/")) == (
+        "postgresql+psycopg", "postgres", 5432, stack.MLFLOW_AUTH_DB)
+    assert auth_db.username is None and auth_db.password is None, "user and password come as PGUSER/PGPASSWORD"
+    assert env["PGUSER"] == env_of(compose["services"]["postgres"])["POSTGRES_USER"]
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == env_example()["SLMOPS_MLFLOW_ADMIN_USER"]
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == SECRETS["SLMOPS_MLFLOW_ADMIN_PASSWORD"]
+    deploy = env_of(compose["services"]["deploy"])
+    for name in WORKERS:
+        worker = env_of(compose["services"][name])
+        assert worker["MLFLOW_TRACKING_USERNAME"] == deploy["SLMOPS_MLFLOW_USER"] != deploy["SLMOPS_MLFLOW_ADMIN_USER"]
+        assert worker["MLFLOW_TRACKING_PASSWORD"] == deploy["SLMOPS_MLFLOW_PASSWORD"]
+    assert compose["services"]["deploy"]["depends_on"]["mlflow-server"]["condition"] == "service_healthy", \
+        "deploy creates the pipeline's user: MLflow must answer first"
+
+
+def test_workers_take_checkpoints_only_from_the_mounted_checkpoints_folder(compose):
+    for name in (*WORKERS, "checkpoint-watcher"):
+        service = compose["services"][name]
+        root = env_of(service)[events.ALLOWED_ROOTS_VAR]
+        assert any(v.split(":")[1] == root for v in service["volumes"]), f"{name}: {root} is not mounted"
+    assert command(compose["services"]["checkpoint-watcher"])[2] == root
+
+
+def test_the_image_holds_no_credential(compose):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith(("ENV", "ARG", " ")):
+            assert not re.search(r"PASSWORD|AUTH_STRING|SECRET", line), f"a credential in the image: {line}"
+    copied = re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)
+    sources = {src for line in copied for src in line.split()}
+    assert not sources & {".", "./", ".env"}, f"the image must not copy the build context whole: {copied}"

@@ -1,4 +1,5 @@
-"""`slmops publish` and `slmops watch`: the checkpoint event reaches the server, or the command says why not.
+"""`slmops publish` and `slmops watch`: the checkpoint event reaches the server, or the command says why not (a
+folder outside SLMOPS_ALLOWED_MODEL_ROOTS, when set, among the reasons).
 
     .venv/bin/python -m pytest tests/stack/test_events.py     # against this session's test Prefect server
 """
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from slmops.errors import InputError, SlmopsError
-from slmops.events import EVENT, PATH_LABEL, RESOURCE_PREFIX, STATE_FILE, publish_checkpoint, watch
+from slmops.events import (ALLOWED_ROOTS_VAR, EVENT, PATH_LABEL, RESOURCE_PREFIX, STATE_FILE, publish_checkpoint,
+                           watch)
 from slmops.stack import free_port
 
 
@@ -157,3 +159,28 @@ def test_watch_once_fails_clearly_when_the_server_is_unreachable(tiny_model, tmp
     with pytest.raises(SlmopsError, match="is unreachable"):
         watch(tmp_path, interval_s=0.2, once=True, api_url=dead_api)
     assert not (tmp_path / STATE_FILE).exists(), "nothing is recorded as published"
+
+
+def test_publish_refuses_a_folder_outside_the_allowed_roots_before_contacting_anything(tiny_model, tmp_path,
+                                                                                     dead_api, monkeypatch):
+    monkeypatch.setenv(ALLOWED_ROOTS_VAR, str(tmp_path))
+    link = tmp_path / "step-1"
+    link.symlink_to(tiny_model, target_is_directory=True)  # inside by its name, outside by what it points at
+    with pytest.raises(InputError, match=f"{tiny_model} is outside the folders checkpoints may come from"):
+        publish_checkpoint(link, api_url=dead_api)
+
+
+def test_watch_refuses_a_folder_outside_the_allowed_roots_and_skips_a_symlink_out(tiny_model, test_server,
+                                                                                tmp_path, monkeypatch):
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    monkeypatch.setenv(ALLOWED_ROOTS_VAR, str(folder))
+    with pytest.raises(InputError, match="is outside the folders checkpoints may come from"):
+        watch(tmp_path, interval_s=0.2, once=True, api_url=test_server)
+    [inside] = _checkpoints(folder, tiny_model, "step-100")
+    (folder / "step-200").symlink_to(tiny_model, target_is_directory=True)
+    said: list[str] = []
+    assert watch(folder, interval_s=0.2, once=True, api_url=test_server, log=said.append) == [str(inside)]
+    assert [line for line in said if line.startswith("not published")] == [
+        f"not published: {folder / 'step-200'} (resolves to {tiny_model}) is outside the folders checkpoints may "
+        f"come from ({ALLOWED_ROOTS_VAR}={folder}): refused before any work"]

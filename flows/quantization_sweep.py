@@ -104,7 +104,7 @@ def variant_pipeline(job: VariantJob, variant: dict, key: str, index: int) -> di
             entry["metrics"]["build_seconds"] = outcome["seconds"]
     if entry["status"] != "failed" and job.spec.foundry.enabled:
         with phases("foundry"):
-            _hand_to_foundry(entry, job.spec, Path(job.foundry_cache), job.smoke_prompt, step, logger)
+            _hand_to_foundry(entry, job, ws, step, logger)
     if entry["status"] != "failed" and entry.get("foundry_model_id") and job.spec.evaluation.enabled \
             and job.dataset and job.baseline_dir:
         with phases("evaluate"):
@@ -162,8 +162,12 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
 
 def read_marker(ws: Workspace) -> dict | None:
     """The sweep a killed run left unfinished in this output folder, if any."""
+    return read_json(ws.marker)
+
+
+def read_json(path: Path) -> dict | None:
     try:
-        return json.loads(ws.marker.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -298,8 +302,12 @@ def _evaluate(entry: dict, job: VariantJob, ws: Workspace, step: str, logger) ->
     entry["eval_items"] = outcome["items"]
 
 
-def _hand_to_foundry(entry: dict, spec: SweepSpec, cache: Path, prompt: str, step: str, logger) -> None:
-    """Register the variant with Foundry Local and smoke-test it; a failure marks the variant failed."""
+def _hand_to_foundry(entry: dict, job: VariantJob, ws: Workspace, step: str, logger) -> None:
+    """Register the variant with Foundry Local and smoke-test it; a failure marks the variant failed.
+
+    A passed smoke test is reused while the variant's content, its Foundry Local id, the prompt, the limits and the
+    tool versions are unchanged: loading the model again says nothing new (and takes seconds for a 0.5B model)."""
+    spec, cache, prompt = job.spec, Path(job.foundry_cache), job.smoke_prompt
     variant = entry["config"]
     foundry_name = f"{spec.model.name}-{variant['name']}"
     metadata = {"display_name": f"{spec.model.name} {variant['name']}", "precision": variant["precision"],
@@ -312,10 +320,19 @@ def _hand_to_foundry(entry: dict, spec: SweepSpec, cache: Path, prompt: str, ste
         entry.update(status="failed", error=f"variant {variant['name']}: Foundry Local registration failed: {err}")
         return
     entry["foundry_model_id"] = model_id
-    logger.info("%s: registered as %s; smoke test", step, model_id)
-    result = smoke_test(model_id, prompt, str(cache), spec.foundry.smoke_max_tokens, spec.foundry.smoke_timeout_s)
+    key = build.content_key("smoke-test", entry["content_key"], model_id, prompt, spec.foundry.smoke_max_tokens,
+                            job.tool_versions)
+    record = ws.out_dir / "smoke-tests" / f"{variant['name']}.json"
+    previous = read_json(record)
+    if previous and previous.get("key") == key and previous["result"]["passed"]:
+        logger.info("%s: registered as %s; smoke test passed before with this content (reused)", step, model_id)
+        result = {**previous["result"], "reused": True}
+    else:
+        logger.info("%s: registered as %s; smoke test", step, model_id)
+        result = smoke_test(model_id, prompt, str(cache), spec.foundry.smoke_max_tokens, spec.foundry.smoke_timeout_s)
+        report.write_report(record, {"key": key, "result": result})
     entry["smoke_test"] = {"passed": result["passed"], "answer": result["answer"], "seconds": result["seconds"],
-                           "prompt": prompt, "error": result["error"]}
+                           "prompt": prompt, "error": result["error"], "reused": result.get("reused", False)}
     if not result["passed"]:
         entry.update(status="failed",
                      error=f"variant {variant['name']}: smoke test in Foundry Local failed: {result['error']}")

@@ -148,6 +148,8 @@ def test_rerunning_an_unchanged_sweep_converts_nothing(sweep, tiny_model):
     assert {n: (Path(v["onnx_dir"]) / "model.onnx").stat().st_ino for n, v in by_name(second).items()} == built
     assert second["sweep_id"] != first["sweep_id"]
     assert [v["foundry_model_id"] for v in second["variants"]] == [v["foundry_model_id"] for v in first["variants"][:4]]
+    # the unchanged variants' passed smoke tests are reused, not loaded in Foundry Local again
+    assert all(v["smoke_test"]["passed"] and v["smoke_test"]["reused"] for v in second["variants"])
     assert second["mlflow"]["parent_run_id"] != first["mlflow"]["parent_run_id"]
 
 
@@ -180,6 +182,7 @@ def test_every_succeeded_variant_is_registered_and_answers_in_foundry_local(swee
         assert v["foundry_model_id"] == f"tiny-{v['name']}:1"
         assert registered[v["foundry_model_id"]]["path"] == v["onnx_dir"]
         assert v["smoke_test"]["passed"] is True and v["smoke_test"]["seconds"] > 0
+        assert v["smoke_test"]["reused"] is False
         inference = __import__("json").loads((Path(v["onnx_dir"]) / "inference_model.json").read_text())
         assert inference["Name"] == f"tiny-{v['name']}"
         assert inference["PromptTemplate"]["prompt"] == "<|im_start|>user\n{Content}<|im_end|>\n<|im_start|>assistant\n"

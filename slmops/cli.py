@@ -76,8 +76,8 @@ def _check_disk(spec, out: Path, work_dir: Path) -> None:
 def _start_temporary_prefect_server() -> threading.Thread | None:
     """With no PREFECT_API_URL, a flow starts Prefect's temporary server (about 4 s here, in a process of its own)
     when it first needs it. Start it now, in the background, so that it comes up while this process imports the
-    flow, opens the MLflow store and hashes the model: the flow then finds it running (the server is one per
-    process, ``SubprocessASGIServer``). Join the thread before the flow starts."""
+    flow and opens the MLflow store: the flow then finds it running (the server is one per process,
+    ``SubprocessASGIServer``). Join the thread before the flow starts."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 
 def greedy_decode_rate(og, model, input_ids: list[int], new_tokens: int) -> dict:
     """One greedy generation: seconds to the first new token, and (n - 1) / (t_last - t_first) after it."""
@@ -49,16 +51,9 @@ def _render(chat, prompt: str) -> str:
 
 
 def _answer(og, model, tokenizer, chat, prompt: str, new_tokens: int) -> str:
-    input_ids = list(tokenizer.encode(_render(chat, prompt)))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(input_ids) + new_tokens, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens(input_ids)
-    new = []
-    while not generator.is_done() and len(new) < new_tokens:
-        generator.generate_next_token()
-        new.append(int(generator.get_next_tokens()[0]))
-    return tokenizer.decode(new)
+    from slmops.adapters.genai import greedy
+
+    return tokenizer.decode(greedy(og, model, list(tokenizer.encode(_render(chat, prompt))), new_tokens))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,7 @@ def load_and_generate(model_dir: Path, prompt: str = "Hello", max_new_tokens: in
     try:
         model = og.Model(str(model_dir))
         tokenizer = og.Tokenizer(model)
-        new = _greedy(og, model, tokenizer.encode(prompt), max_new_tokens)
+        new = greedy(og, model, tokenizer.encode(prompt), max_new_tokens)
     except Exception as err:  # onnxruntime-genai raises plain RuntimeError for every load/run failure
         raise VariantError(f"{model_dir.name}: onnxruntime-genai could not load and generate: {err}") from err
     if not new:
@@ -91,11 +91,11 @@ def answer_prompts(model_dir: Path, prompts: list[str], max_new_tokens: int = 32
     for prompt in prompts:
         text = hf_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                 tokenize=False)
-        answers.append(tokenizer.decode(_greedy(og, model, tokenizer.encode(text), max_new_tokens)).strip())
+        answers.append(tokenizer.decode(greedy(og, model, tokenizer.encode(text), max_new_tokens)).strip())
     return answers
 
 
-def _greedy(og, model, input_ids, max_new_tokens: int) -> list[int]:
+def greedy(og, model, input_ids, max_new_tokens: int) -> list[int]:
     """Greedy decoding of up to max_new_tokens after input_ids; the new token ids."""
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(input_ids) + max_new_tokens, do_sample=False)

@@ -80,7 +80,7 @@ def make_qwen_shaped_model(target: Path, seed: int = 0) -> Path:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from slmops.demo_model import prepare_demo_assets
+    from slmops.demo.model import prepare_demo_assets
 
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)

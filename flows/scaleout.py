@@ -2,7 +2,7 @@
 of the `variants` queue; each worker's --limit caps the conversions its machine runs at once.
 
     python -m slmops.stack up --variant-workers 2          # two workers on the variants queue
-    run_variants_on_workers(job, [(variant, key), ...])    # from quantization_sweep, in place of its inline loop
+    run_variants(job, variants)      # from quantization_sweep: inline, or on the workers (execution.variants_on)
 
 Every variant's flow run reads and writes the folders named in its VariantJob (work_dir, out_dir, the fp32 export),
 so the workers must see one filesystem at the same paths (one machine, or a shared volume).
@@ -19,51 +19,67 @@ from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from flows.quantization_sweep import VariantJob
+from flows.variant import VariantJob, variant_pipeline
 from slmops.errors import SlmopsError
+from slmops.keys import variant_key
+from slmops.variant import Variant, VariantResult
 
 VARIANT_DEPLOYMENT = "variant/on-worker"
 # the variant flow's return value is the sweep's entry for it: it must be persisted for this process to read it
 _JOB_VARIABLES = {"env": {"PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}}
 
 
-def run_variants_on_workers(job: VariantJob, variants_with_keys: list[tuple[dict, str]],
-                            deployment_name: str = VARIANT_DEPLOYMENT, poll_s: float = 2.0) -> list[dict]:
-    """Submit every variant to the workers at once, wait for all, return their entries in the order given."""
+def run_variants(job: VariantJob, variants: list[Variant]) -> list[VariantResult]:
+    """Every variant's flow run: one after another in this process, or all at once on the workers."""
+    if job.spec.execution.variants_on == "workers":
+        return run_variants_on_workers(job, variants, job.spec.execution.deployment)
+    results = []
+    for index, variant in enumerate(variants, 1):
+        results.append(variant_pipeline(job, variant, index))
+        if results[-1].mlflow_error and not job.tracking_lost:
+            # the store is gone: the next variants log to a null tracker instead of retrying it once each
+            job = job.model_copy(update={"tracking_lost": results[-1].mlflow_error})
+    return results
+
+
+def run_variants_on_workers(job: VariantJob, variants: list[Variant], deployment_name: str = VARIANT_DEPLOYMENT,
+                            poll_s: float = 2.0) -> list[VariantResult]:
+    """Submit every variant to the workers at once, wait for all, return their results in the order given."""
     logger = get_run_logger()
     context = FlowRunContext.get()
     parent = str(context.flow_run.id) if context and context.flow_run else job.sweep_id
     _warn_if_no_worker(deployment_name, logger)
     runs = []
-    for index, (variant, key) in enumerate(variants_with_keys, 1):
+    for index, variant in enumerate(variants, 1):
         try:
             run = run_deployment(
-                deployment_name, timeout=0, flow_run_name=variant["name"], job_variables=_JOB_VARIABLES,
-                parameters={"job": job.model_dump(mode="json"), "variant": variant, "key": key, "index": index},
+                deployment_name, timeout=0, flow_run_name=variant.name, job_variables=_JOB_VARIABLES,
+                parameters={"job": job.model_dump(mode="json"), "variant": variant.model_dump(mode="json"),
+                            "index": index},
                 tags=["slmops", f"sweep:{job.sweep_id}"],
                 # a retried submission (same parent run) finds the run it made instead of making a second one
-                idempotency_key=f"{parent}:{variant['name']}:{key}",
+                idempotency_key=f"{parent}:{variant.name}:{variant_key(job.source_sha, variant, job.tool_versions)}",
             )
         except ObjectNotFound:
             raise SlmopsError(f"deployment {deployment_name!r} is not on the Prefect server; deploy it "
                               "(python -m slmops.stack deploy)") from None
-        logger.info("[%d/%d] %s: submitted to the workers as flow run %s", index, len(variants_with_keys),
-                    variant["name"], run.id)
+        logger.info("[%d/%d] %s: submitted to the workers as flow run %s", index, len(variants), variant.name,
+                    run.id)
         runs.append(run)
     finished = _wait(runs, poll_s)
-    entries, broken = [], []
+    results, broken = [], []
     for run in runs:
         state = finished[run.id].state
         if state.is_completed():
-            entries.append(state.result())
+            results.append(state.result())
         else:
             broken.append(f"{run.name} ({run.id}): {state.name}: {state.message or 'no message'}")
     if broken:
-        # a variant's own failure is an entry with status "failed"; a run that ended otherwise is infrastructure
+        # a variant's own failure is a result with status "failed"; a run that ended otherwise is infrastructure
         # (a worker or machine died) or a bug: fail the sweep, whose re-run reuses the variants that finished
         raise SlmopsError(f"{len(broken)} variant flow run(s) did not complete on the workers: {'; '.join(broken)}; "
                           "run the sweep again: finished variants are reused")
-    return entries
+    return results
 
 
 def _wait(runs: list, poll_s: float) -> dict:

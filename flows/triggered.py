@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.quantization_sweep import quantization_sweep
-from slmops.config import SweepSpec, load_spec, parse_spec
+from slmops.config import SweepSpec, load_spec, with_model_path
 from slmops.errors import InputError
 from slmops.events import check_inside_roots, validate_checkpoint
 from slmops.workspace import configure_environment, default_work_dir
@@ -31,9 +31,7 @@ def spec_for_checkpoint(spec_path: str | Path, checkpoint_path: str | Path) -> S
     spec = load_spec(spec_path)
     checkpoint = validate_checkpoint(checkpoint_path, spec.model.allow_pickle_weights, spec.model.trust_remote_code,
                                      require_roots=True)
-    data = spec.model_dump(mode="json")
-    data["model"]["path"] = str(checkpoint)
-    return parse_spec(data, str(spec_path))
+    return with_model_path(spec, checkpoint, str(spec_path))
 
 
 def latest_checkpoint(folder: str | Path, allow_pickle: bool = False) -> Path:

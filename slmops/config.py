@@ -7,7 +7,6 @@ Every field is validated before any work starts; an error names the field, the v
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,19 +17,13 @@ from slmops.errors import SpecError
 from slmops.evaluate.settings import EvaluationSpec
 from slmops.metrics import METRICS
 from slmops.metrics import known as known_metric
+from slmops.names import check_name
+from slmops.variant import Method, Precision, Variant
 
-# Foundry Local ids are `<name>:<version>` with the name matching this; a variant's name is also its folder
-# and its MLflow run name, so it must be safe as all three.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_NAME_RE = re.compile(NAME_PATTERN)
-NAME_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
-
-Precision = Literal["fp32", "int8", "int4"]
-Method = Literal["builder", "rtn", "k_quant", "hqq", "dynamic"]
 BlockSize = Literal[16, 32, 64, 128, 256]
 Int4Algorithm = Literal["default", "rtn", "rtn_last", "k_quant", "k_quant_mixed", "k_quant_last"]
 
-# Which route builds which precision (see ../shared/STACK.md): ModelBuilder makes fp32 and int4 on CPU; int8 and
+# Which route builds which precision (docs/toolchain.md): ModelBuilder makes fp32 and int4 on CPU; int8 and
 # the ONNX-level int4 passes run on the fp32 export.
 ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     "fp32": ("builder",),
@@ -38,12 +31,6 @@ ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     "int4": ("builder", "rtn", "k_quant", "hqq"),
 }
 DEFAULT_METHOD = {"fp32": "builder", "int8": "rtn", "int4": "builder"}
-
-
-def check_name(value: str, what: str) -> str:
-    if not _NAME_RE.match(value):
-        raise ValueError(f"{what} {value!r} cannot be a Foundry Local id; allowed: {NAME_RULE}")
-    return value
 
 
 class _Strict(BaseModel):
@@ -111,23 +98,23 @@ class VariantSpec(_Strict):
             )
         return self
 
-    def resolved(self) -> dict[str, Any]:
+    def resolved(self) -> Variant:
         """Every knob with its default filled in: what the variant's build really uses (and its cache key)."""
         method = self.method or DEFAULT_METHOD[self.precision]
-        out: dict[str, Any] = {"name": self.name, "precision": self.precision, "method": method}
+        knobs: dict[str, Any] = {"name": self.name, "precision": self.precision, "method": method}
         if self.precision == "fp32":
-            return out
+            return Variant(**knobs)
         if self.precision == "int4" or method == "rtn":
-            out["block_size"] = self.block_size or (32 if self.precision == "int4" else 128)
+            knobs["block_size"] = self.block_size or (32 if self.precision == "int4" else 128)
         if method in ("builder", "rtn", "dynamic"):
-            out["symmetric"] = True if self.symmetric is None else self.symmetric
+            knobs["symmetric"] = True if self.symmetric is None else self.symmetric
         if method in ("builder", "rtn"):
-            out["accuracy_level"] = self.accuracy_level or 4
+            knobs["accuracy_level"] = self.accuracy_level or 4
         if method == "builder":
-            out["algorithm"] = self.algorithm or "default"
-            out["quantize_embeddings"] = bool(self.quantize_embeddings)
-        out["nodes_to_exclude"] = list(self.nodes_to_exclude)
-        return out
+            knobs["algorithm"] = self.algorithm or "default"
+            knobs["quantize_embeddings"] = bool(self.quantize_embeddings)
+        knobs["nodes_to_exclude"] = tuple(self.nodes_to_exclude)
+        return Variant(**knobs)
 
 
 class GenerationDefaults(_Strict):
@@ -318,3 +305,10 @@ def load_policy(path: str | Path) -> PromotionSpec:
         return PromotionSpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(_format_error(f"{path}: promotion", err).replace("promotion: ", "promotion.", 1)) from None
+
+
+def with_model_path(spec: SweepSpec, path: str | Path, source: str = "spec") -> SweepSpec:
+    """The spec with model.path replaced (validated again)."""
+    data = spec.model_dump(mode="json")
+    data["model"]["path"] = str(path)
+    return parse_spec(data, source)

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 
-from slmops.config import NAME_PATTERN, NAME_RULE
 from slmops.errors import InputError, SpecError
-from slmops.prompt_template import INFERENCE_MODEL_JSON, write_inference_model_json, write_json_atomic
+from slmops.files import write_json
+from slmops.names import NAME_RULE, is_valid_name
+from slmops.prompt_template import INFERENCE_MODEL_JSON, write_inference_model_json
 
 # Olive's records of the run that built a variant: not part of the model
 _NOT_EXPORTED = {"footprint.json", "output_footprint.json", "run_history.txt", "model_config.json", "download.tmp"}
-_NAME_RE = re.compile(NAME_PATTERN)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -79,7 +78,7 @@ def _write_inference_model(variant_dir: Path, staging: Path, name: str) -> None:
         except ValueError as exc:
             raise InputError(f"{source} is not valid JSON ({exc}); delete it to have it derived again") from exc
         document["Name"] = name
-        write_json_atomic(staging / INFERENCE_MODEL_JSON, document)
+        write_json(staging / INFERENCE_MODEL_JSON, document)
     else:
         write_inference_model_json(staging, name)
 
@@ -88,7 +87,7 @@ def export_for_foundry_cli(variant_dirs: dict[str, Path], to_dir: Path | str) ->
     """Export each {Name: variant folder} to ``to_dir/<Name>/`` as the Foundry Local CLI's cache expects."""
     for name in variant_dirs:
         # the Name is a folder name on Windows too, where ':' is not allowed: the CLI's Name, not an SDK id
-        if not _NAME_RE.match(name):
+        if not is_valid_name(name):
             raise SpecError(f"export name {name!r} is not allowed; allowed: {NAME_RULE}")
     to_dir = Path(to_dir).expanduser().resolve()
     try:

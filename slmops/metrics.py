@@ -5,7 +5,8 @@ Policies (promotion constraints and objectives) may only name these, so a typo i
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
 Goal = Literal["minimize", "maximize"]
 
@@ -38,6 +39,19 @@ METRICS: dict[str, tuple[Goal, float | None, float | None, str]] = {
 }
 
 
+# what every evaluation must return (slmops.evaluate), each a key of METRICS
+EVALUATION_METRICS = (
+    "ttft_ms_p50", "ttft_ms_p95", "prefill_tokens_per_s", "decode_tokens_per_s", "response_ms_p50", "peak_rss_mb",
+    "cpu_percent", "rss_growth_mb", "exact_match", "token_f1", "format_ok", "perplexity", "kl_div_mean",
+    "kl_div_p99", "top1_agreement", "ppl_ratio", "edge_cases_passed",
+)
+# the columns of the variants tables people read (report.md, `slmops compare`), and the model version's tags
+HEADLINE = ("size_bytes", "exact_match", "kl_div_mean", "top1_agreement", "decode_tokens_per_s", "ttft_ms_p50",
+            "peak_rss_mb")
+# the few the Prefect UI's variants table shows beside name, status, size and Foundry Local id
+PREFECT_TABLE = ("exact_match", "kl_div_mean", "decode_tokens_per_s")
+
+
 def known(name: str) -> bool:
     return name in METRICS
 
@@ -57,3 +71,9 @@ def fmt(name: str, value: float | None) -> str:
     if abs(value) < 0.01 and value != 0:
         return f"{value:.2e}{(' ' + unit) if unit else ''}"
     return f"{value:.3g}{(' ' + unit) if unit else ''}"
+
+
+def finite(metrics: dict[str, Any]) -> dict[str, float]:
+    """Numbers only: NaN and infinity (a length with no decode sample, say) and flags are left out, not logged."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from slmops.metrics import METRICS
 
@@ -66,3 +67,19 @@ def pareto_plot(rows: list[dict], x_metric: str, y_metric: str, champion: str | 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def sweep_plots(doc: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """The sweep's Pareto plots under out_dir/plots: {title: path relative to out_dir}."""
+    rows = [{"name": v["name"], "metrics": {**v["metrics"], "size_bytes": v["size_bytes"]}}
+            for v in doc["variants"] if v["status"] != "failed" and v["size_bytes"]]
+    champion = ((doc.get("decision") or {}).get("champion") or {}).get("name")
+    quality = quality_metric(rows)
+    made: dict[str, str] = {}
+    if not quality:
+        return made
+    for x_metric, file, title in (("size_bytes", "pareto_size.png", f"{quality} against size"),
+                                  ("decode_tokens_per_s", "pareto_speed.png", f"{quality} against decode speed")):
+        if pareto_plot(rows, x_metric, quality, champion, out_dir / "plots" / file, title):
+            made[title] = f"plots/{file}"
+    return made

@@ -39,15 +39,16 @@ itself (verified: a deliberately wrong PromptTemplate changes nothing); the file
 
 from __future__ import annotations
 
-import json
 import hashlib
+import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from slmops.adapters.genai import genai_config
 from slmops.errors import InputError
+from slmops.files import write_json
 
 CONTENT = "{Content}"
 INFERENCE_MODEL_JSON = "inference_model.json"
@@ -284,7 +285,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def model_config_from_folder(model_dir: Path) -> dict[str, Any]:
     """Generation defaults from generation_config.json and genai_config.json, with transformers' defaults."""
     generation = _read_json(model_dir / "generation_config.json")
-    genai = _read_json(model_dir / "genai_config.json")
+    genai = genai_config(model_dir)
     search = genai.get("search", {}) if isinstance(genai.get("search"), dict) else {}
     context_length = (genai.get("model") or {}).get("context_length")
 
@@ -309,20 +310,4 @@ def write_inference_model_json(model_dir: Path | str, name: str, model_config: d
     config = model_config_from_folder(model_dir)
     config.update({k: v for k, v in (model_config or {}).items() if v is not None})
     document = {"Name": name, "PromptTemplate": template, "ModelConfig": config}
-    return write_json_atomic(model_dir / INFERENCE_MODEL_JSON, document)
-
-
-def write_json_atomic(path: Path, document: Any) -> Path:
-    """Write JSON to path through a temp file in the same folder and os.replace, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json(model_dir / INFERENCE_MODEL_JSON, document)

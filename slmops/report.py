@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
+
+from slmops.config import SweepSpec
+from slmops.metrics import HEADLINE, PREFECT_TABLE, fmt
+from slmops.promote import Decision, decision_markdown as _decision_markdown
+from slmops.variant import VariantResult
 
 
 def human_size(n: int | None) -> str:
@@ -19,63 +21,22 @@ def human_size(n: int | None) -> str:
     return f"{size:.1f} GB"
 
 
-def variant_entry(variant: dict, dest: Path) -> dict[str, Any]:
-    return {"name": variant["name"], "status": "failed", "error": None, "config": variant, "onnx_dir": str(dest),
-            "size_bytes": None, "mlflow_run_id": None, "content_key": None, "foundry_model_id": None,
-            "smoke_test": None, "metrics": {}}
-
-
-def mlflow_payload(entry: dict, source_sha: str, versions: dict) -> dict:
-    """Params, metrics, tags and artifacts of a variant's MLflow run."""
-    metrics = {k: v for k, v in entry["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    if entry["size_bytes"]:
-        metrics["size_bytes"] = entry["size_bytes"]
-    tags = {"slmops.status": entry["status"], "slmops.source_sha256": source_sha,
-            "slmops.onnx_dir": entry["onnx_dir"], **{f"version.{k}": v for k, v in versions.items()}}
-    if entry["content_key"]:
-        tags["slmops.content_key"] = entry["content_key"]
-    if entry["error"]:
-        tags["slmops.error"] = entry["error"][:5000]
-    if entry.get("foundry_model_id"):
-        tags["foundry_model_id"] = entry["foundry_model_id"]
-    artifacts = {"variant_config.json": entry["config"]}
-    tables = {}
-    if entry.get("eval_items"):
-        tables["eval_items.json"] = entry["eval_items"]
-    smoke = entry.get("smoke_test")
-    if smoke:
-        metrics["smoke_test_passed"] = float(smoke["passed"])
-        metrics["smoke_test_seconds"] = smoke["seconds"]
-        tags["smoke_test.answer"] = smoke["answer"][:500]
-        artifacts["smoke_test.json"] = smoke
-    if entry.get("olive_config"):
-        artifacts["olive_config.json"] = entry["olive_config"]
-    return {"params": entry["config"], "metrics": metrics, "tags": tags, "artifacts": artifacts, "tables": tables}
-
-
-def sweep_report(sweep_id: str, source_dir: Path, source_sha: str, versions: dict, tracking_uri: str,
-                 parent_run_id: str, spec, variants: list[dict], seconds: float) -> dict:
-    return {
+def sweep_report(sweep_id: str, spec: SweepSpec, source_sha: str, versions: dict[str, str], tracking_uri: str,
+                 parent_run_id: str | None, results: list[VariantResult], seconds: float,
+                 decision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """report.json: what a sweep produced, with what produced it."""
+    doc: dict[str, Any] = {
         "sweep_id": sweep_id,
-        "source_model": {"path": str(source_dir), "sha256": source_sha, "name": spec.model.name},
+        "source_model": {"path": str(spec.model.path), "sha256": source_sha, "name": spec.model.name},
         "tool_versions": versions,
         "mlflow": {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id},
         "spec": spec.model_dump(mode="json"),
         "seconds": seconds,
-        "variants": [{k: v for k, v in entry.items() if k not in ("olive_config", "eval_items")}
-                     for entry in variants],
+        "variants": [r.report_entry() for r in results],
     }
-
-
-def read_report(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def write_report(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    if decision:
+        doc["decision"] = decision
+    return doc
 
 
 def table(doc: dict) -> str:
@@ -95,11 +56,7 @@ def table(doc: dict) -> str:
 
 def report_markdown(doc: dict, plots: dict[str, str]) -> str:
     """DIR/report.md: the variants table, the decision and the Pareto plots."""
-    from slmops.metrics import fmt
-
-    cols = ["size_bytes", "exact_match", "kl_div_mean", "top1_agreement", "decode_tokens_per_s", "ttft_ms_p50",
-            "peak_rss_mb"]
-    shown = [c for c in cols if any(c in v["metrics"] or (c == "size_bytes" and v["size_bytes"])
+    shown = [c for c in HEADLINE if any(c in v["metrics"] or (c == "size_bytes" and v["size_bytes"])
                                     for v in doc["variants"])]
     lines = [f"# Sweep {doc['sweep_id']}", "",
              f"Source model: `{doc['source_model']['path']}` (sha256 `{doc['source_model']['sha256'][:16]}…`)", "",
@@ -123,3 +80,17 @@ def report_markdown(doc: dict, plots: dict[str, str]) -> str:
     if failed:
         lines += ["", "## Failed variants", ""] + [f"- {v['name']}: {v['error']}" for v in failed]
     return "\n".join(lines) + "\n"
+
+
+def prefect_table(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """The variants table of the Prefect UI."""
+    return [{"variant": v["name"], "status": v["status"], "size": human_size(v["size_bytes"]),
+             "foundry id": v.get("foundry_model_id") or "-",
+             **{m: fmt(m, v["metrics"].get(m)) for m in PREFECT_TABLE}, "error": (v["error"] or "")[:200]}
+            for v in doc["variants"]]
+
+
+def decision_markdown(decision: dict[str, Any]) -> str:
+    """A decision as report.json holds it, for people (decision.md, the Prefect UI)."""
+    fields = {k: decision[k] for k in Decision.__dataclass_fields__}
+    return _decision_markdown(Decision(**fields), decision["registered_model"])

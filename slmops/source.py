@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from slmops.errors import InputError
+from slmops.variant import Variant
 
 WEIGHT_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -137,7 +138,7 @@ def validate_model_dir(model_dir: str | Path, allow_pickle: bool = False) -> dic
     return config
 
 
-def estimate_disk_bytes(model_dir: Path, variants: list[dict]) -> int:
+def estimate_disk_bytes(model_dir: Path, variants: list[Variant]) -> int:
     """Bytes a sweep may write: the fp32 export, and per variant its folder plus Olive's working copy."""
     weights = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
     dtype = (_read_json(Path(model_dir) / "config.json", required=False) or {}).get("torch_dtype") or \
@@ -146,7 +147,7 @@ def estimate_disk_bytes(model_dir: Path, variants: list[dict]) -> int:
     share = {"fp32": 1.0, "int8": 0.5, "int4": 0.4}  # of fp32 size; int4 keeps its fp32 embedding by default
     total = fp32  # the shared export
     for v in variants:
-        total += 2 * share[v["precision"]] * fp32  # staging (Olive's cache) and the published folder
+        total += 2 * share[v.precision] * fp32  # staging (Olive's cache) and the published folder
     return int(total)
 
 

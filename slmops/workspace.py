@@ -1,10 +1,18 @@
-"""Where things live: the work folder (caches, MLflow store, Foundry Local cache) and a sweep's output folder."""
+"""Where things live: the work folder (caches, MLflow store, Foundry Local cache) and a sweep's output folder, and
+the sweep that holds an output folder (its lock, and the marker a killed sweep leaves to be resumed)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+
+from slmops.files import read_json, write_json
+from slmops.locks import file_lock
 
 
 def configure_environment(work_dir: Path) -> None:
@@ -28,10 +36,23 @@ def default_work_dir() -> Path:
     return Path(os.environ.get("SLMOPS_HOME", ".slmops")).resolve()
 
 
+def new_sweep_id(model_name: str) -> str:
+    return f"{model_name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
 @dataclass(frozen=True)
 class Workspace:
     work_dir: Path
     out_dir: Path
+
+    @classmethod
+    def of(cls, out_dir: str | Path, work_dir: str | Path | None = None) -> Workspace:
+        """Both folders as absolute paths; the work folder defaults to $SLMOPS_HOME or ./.slmops."""
+        return cls(Path(work_dir).resolve() if work_dir else default_work_dir(), Path(out_dir).resolve())
+
+    @property
+    def baselines(self) -> Path:
+        return self.work_dir / "baselines"
 
     @property
     def exports(self) -> Path:
@@ -69,3 +90,37 @@ class Workspace:
     @property
     def report(self) -> Path:
         return self.out_dir / "report.json"
+
+    @property
+    def evaluations(self) -> Path:
+        return self.out_dir / "evaluations"
+
+    @property
+    def smoke_tests(self) -> Path:
+        return self.out_dir / "smoke-tests"
+
+    def interrupted_sweep(self) -> dict | None:
+        """The marker a killed sweep left in this output folder ({sweep_id, pid, updated_at}), if any."""
+        return read_json(self.marker)
+
+    @contextlib.contextmanager
+    def sweep_session(self, model_name: str, sweep_id: str | None = None,
+                      say: Callable[[str], None] = lambda _: None) -> Iterator[str]:
+        """Hold the output folder for one sweep; yield its id: the given one, the interrupted sweep's, or a new one.
+
+        One sweep at a time per output folder (a second one waits rather than clobbering folders). The marker stays
+        while the sweep runs, so a sweep killed now is resumed under the same id by the next run; it is removed
+        when the block ends normally.
+        """
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.out_dir / ".slmops.lock", on_wait=lambda: say(f"waiting: another sweep is writing "
+                                                                          f"{self.out_dir}")):
+            interrupted = self.interrupted_sweep()
+            if interrupted and not sweep_id:
+                sweep_id = interrupted["sweep_id"]
+                say(f"resuming sweep {sweep_id}, interrupted at {interrupted.get('updated_at')}")
+            sweep_id = sweep_id or new_sweep_id(model_name)
+            write_json(self.marker, {"sweep_id": sweep_id, "pid": os.getpid(),
+                                     "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            yield sweep_id
+            self.marker.unlink(missing_ok=True)

@@ -50,7 +50,7 @@ def tiny_model(session_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The trained demo model, made once per recipe and cached across test sessions."""
-    import slmops.demo_model as recipe
+    import slmops.demo.model as recipe
 
     digest = hashlib.sha256(Path(recipe.__file__).read_bytes()).hexdigest()[:12]
     target = TEST_CACHE / f"demo-model-{digest}"

@@ -7,11 +7,16 @@ from pathlib import Path
 import pytest
 
 from slmops.config import load_spec, parse_spec
-from slmops.demo import DEMO_VARIANTS
 from slmops.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"model": {"path": "m", "name": "my-model"}}
+DEMO_VARIANTS = [
+    {"name": "fp32", "precision": "fp32"},
+    {"name": "int8", "precision": "int8"},
+    {"name": "int4-b32", "precision": "int4", "block_size": 32, "symmetric": False},
+    {"name": "int4-b128", "precision": "int4", "block_size": 128, "symmetric": True},
+]
 
 
 def spec_error(variants=None, **extra) -> str:
@@ -23,7 +28,7 @@ def spec_error(variants=None, **extra) -> str:
 
 def test_spec_accepts_the_issue_example_with_defaults_resolved():
     spec = parse_spec({**BASE, "variants": DEMO_VARIANTS})
-    resolved = {v.name: v.resolved() for v in spec.variants}
+    resolved = {v.name: v.resolved().knobs() for v in spec.variants}
     assert resolved["fp32"] == {"name": "fp32", "precision": "fp32", "method": "builder"}
     assert resolved["int8"]["method"] == "rtn" and resolved["int8"]["block_size"] == 128
     assert resolved["int4-b32"] == {
@@ -92,12 +97,14 @@ def test_every_example_config_is_valid(path):
     assert load_spec(path).variants
 
 
-def test_demo_config_is_the_demo_sweep():
+def test_the_demo_sweeps_configs_demo_yaml_with_its_own_model():
     from slmops.demo import demo_spec
 
     spec = load_spec(ROOT / "configs" / "demo.yaml")
     assert [v.model_dump(exclude_defaults=True) for v in spec.variants] == DEMO_VARIANTS
-    assert spec.promotion == demo_spec(Path("m")).promotion
+    demo = demo_spec(Path("elsewhere/demo-model"))
+    assert demo.model.path == Path("elsewhere/demo-model")
+    assert demo.model_dump(exclude={"model"}) == spec.model_dump(exclude={"model"})
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "policies").glob("*.yaml")), ids=lambda p: p.name)
@@ -109,7 +116,7 @@ def test_every_example_policy_is_valid(path):
 
 def test_tutorial_config_has_the_tutorial_options():
     (variant,) = load_spec(ROOT / "configs" / "tutorial-int4.yaml").variants
-    resolved = variant.resolved()
+    resolved = variant.resolved().knobs()
     assert (resolved["precision"], resolved["method"], resolved["block_size"], resolved["symmetric"]) == (
         "int4", "builder", 128, False)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from slmops.adapters import genai
-from slmops.demo import DEMO_VARIANTS
+from slmops.demo import DEMO_SPEC
+from slmops.config import load_spec
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_demo_builds_fp32_int8_and_two_int4_variants(demo_run):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert [(v["name"], v["status"]) for v in report["variants"]] == [
-        (v["name"], "succeeded") for v in DEMO_VARIANTS]
+        (v.name, "succeeded") for v in load_spec(DEMO_SPEC).variants]
     for v in report["variants"]:
         assert f"{v['name']:<9}  {v['config']['precision']:<9}" in result.stdout  # the printed table
         assert v["size_bytes"] > 0 and Path(v["onnx_dir"]).is_dir()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from slmops.demo_model import EOS_TOKEN, make_demo_model, prepare_demo_assets
+from slmops.demo.model import EOS_TOKEN, make_demo_model, prepare_demo_assets
 
 EXPECTED_FILES = ["config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "eval.jsonl"]
 

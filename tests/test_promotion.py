@@ -6,7 +6,7 @@ import pytest
 
 from slmops.config import PromotionSpec, parse_spec
 from slmops.errors import SpecError
-from slmops.promotion import Candidate, decide
+from slmops.promote import Candidate, decide
 
 POLICY = PromotionSpec.model_validate({
     "constraints": [{"metric": "kl_div_mean", "max": 0.05},

@@ -125,13 +125,14 @@ def test_mlflow_holds_a_parent_run_and_a_child_run_per_variant(sweep):
 
 
 def test_a_retried_logging_task_reuses_the_variant_run(sweep):
-    from tasks.track import log_variant_run
+    from slmops.variant import VariantResult
+    from tasks.track import track_variant
 
     _, _, report = sweep
     variant = by_name(report)["int8"]
-    again = log_variant_run.fn(report["mlflow"]["tracking_uri"], report["mlflow"]["parent_run_id"],
-                               report["sweep_id"], "int8", params=variant["config"], metrics={}, tags={},
-                               artifacts={}, failed=False)
+    again = track_variant.fn(report["mlflow"]["tracking_uri"], None, report["mlflow"]["parent_run_id"],
+                             report["sweep_id"], VariantResult.from_report_entry(variant),
+                             report["source_model"]["sha256"], report["tool_versions"])
     assert again == variant["mlflow_run_id"]
     tracker = Tracker(report["mlflow"]["tracking_uri"])
     runs = tracker.search("slmops-tiny", f"tags.`slmops.sweep_id` = '{report['sweep_id']}' and "

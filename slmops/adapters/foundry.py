@@ -44,9 +44,9 @@ from typing import Any
 # 0.14.1 (the builder Olive needs). Loaded first, it makes a later `import onnxruntime_genai` fail with "undefined
 # symbol: OgaRequestGetUnseenToken" (seen: a resumed sweep registered cached variants, then Olive failed). Loading
 # 0.14.1 first lets both live in one process.
-from slmops.adapters.genai import preload_runtime
+from slmops.adapters import genai
 
-preload_runtime()
+genai.preload_runtime()
 
 from foundry_local_sdk import (  # noqa: E402
     CatalogType,
@@ -64,9 +64,9 @@ from foundry_local_sdk import (  # noqa: E402
     TextItem,
 )
 
-from slmops.config import NAME_PATTERN, NAME_RULE
 from slmops.errors import InputError, SpecError, ToolchainError, VariantError
-from slmops.prompt_template import write_json_atomic
+from slmops.files import folder_size, write_json
+from slmops.names import NAME_RULE, is_valid_name
 
 INDEX_NAME = "slmops-registry.json"
 LOCK_NAME = "slmops-registry.lock"
@@ -74,7 +74,6 @@ TASK = "chat-completion"
 DEVICE_TYPE = "CPU"
 EXECUTION_PROVIDER = "CPUExecutionProvider"
 
-_NAME_RE = re.compile(NAME_PATTERN)
 _ID_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*):(?P<version>0|[1-9][0-9]*)$")
 # registration properties set from fixed values or typed setters; every other metadata key is passed on as a string
 _SET_ABOVE = ("task", "display_name", "device_type", "execution_provider", "context_length")
@@ -123,24 +122,6 @@ def _check_writable(cache_dir: Path) -> None:
         ) from exc
 
 
-def _folder_size(path: Path) -> int | None:
-    """Total bytes of the files under path, or None when it is gone."""
-    if not path.is_dir():
-        return None
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def _context_length(variant_dir: Path) -> int | None:
-    """The model's context length from genai_config.json."""
-    try:
-        genai = json.loads((variant_dir / "genai_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise VariantError(f"{variant_dir}/genai_config.json is unreadable ({exc}); rebuild the variant") from exc
-    model = genai.get("model") or {}
-    value = model.get("context_length") or (genai.get("search") or {}).get("max_length")
-    return value if isinstance(value, int) and value > 0 else None
-
-
 class FoundryLocal:
     """Variants registered with Foundry Local's local catalog in one cache folder, and what slmops knows of them."""
 
@@ -164,7 +145,7 @@ class FoundryLocal:
                 before = json.dumps(index, sort_keys=True)
                 yield index
                 if exclusive and json.dumps(index, sort_keys=True) != before:
-                    write_json_atomic(self._index_path, index)
+                    write_json(self._index_path, index)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -182,12 +163,12 @@ class FoundryLocal:
 
     def register(self, variant_dir: Path | str, name: str, content_hash: str, metadata: dict[str, Any]) -> str:
         """Register variant_dir as ``<name>:<version>``; same content re-uses its id, new content gets version + 1."""
-        if not _NAME_RE.match(name):
+        if not is_valid_name(name):
             raise SpecError(f"Foundry Local model name {name!r} is not allowed; allowed: {NAME_RULE}")
         variant_dir = Path(variant_dir).expanduser().resolve()
         if not (variant_dir / "genai_config.json").is_file():
             raise VariantError(f"{variant_dir} has no genai_config.json: not an onnxruntime-genai model folder")
-        context_length = _context_length(variant_dir)
+        context_length = genai.context_length(variant_dir)
         record = {
             "display_name": metadata.get("display_name") or name,
             "task": TASK,
@@ -390,7 +371,7 @@ class FoundryLocal:
                     "version": entry["version"],
                     "display_name": entry["metadata"].get("display_name"),
                     "precision": entry["metadata"].get("precision"),
-                    "size_bytes": _folder_size(path),
+                    "size_bytes": folder_size(path),
                     "path": str(path),
                     "registered_at": entry["registered_at"],
                     "path_exists": path.is_dir(),

@@ -7,8 +7,10 @@ adapter.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from slmops.errors import VariantError
 
@@ -20,8 +22,23 @@ def preload_runtime() -> None:
     import onnxruntime_genai  # noqa: F401
 
 
-def folder_size(model_dir: Path) -> int:
-    return sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
+def genai_config(model_dir: Path) -> dict[str, Any]:
+    """The folder's genai_config.json (what onnxruntime-genai and Foundry Local read to run it)."""
+    path = Path(model_dir) / "genai_config.json"
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VariantError(f"{path} is unreadable ({exc}); rebuild the variant") from None
+    if not isinstance(document, dict) or not isinstance(document.get("model"), dict):
+        raise VariantError(f"{path} has no 'model' section; rebuild the variant")
+    return document
+
+
+def context_length(model_dir: Path) -> int | None:
+    """The longest sequence the model takes (genai_config.json), or None when it does not say."""
+    document = genai_config(model_dir)
+    value = document["model"].get("context_length") or (document.get("search") or {}).get("max_length")
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def graph_summary(model_dir: Path) -> dict:
@@ -36,32 +53,6 @@ def graph_summary(model_dir: Path) -> dict:
     )
     return {"op_counts": {op: ops[op] for op in QUANT_OPS if ops[op]}, "matmul_nbits_bits": bits,
             "matmul_count": ops["MatMul"], "outputs": [o.name for o in model.graph.output]}
-
-
-def check_graph(model_dir: Path, variant: dict, fp32_size: int | None) -> dict:
-    """Raise VariantError unless the graph is what the variant claims (a silent no-op quantization is caught here)."""
-    summary = graph_summary(model_dir)
-    name, precision, method = variant["name"], variant["precision"], variant["method"]
-    ops = summary["op_counts"]
-    problems = []
-    if "logits" not in summary["outputs"]:
-        problems.append(f"graph output 'logits' is missing (outputs: {', '.join(summary['outputs'])})")
-    if precision in ("int4", "int8") and method != "dynamic":
-        want_bits = 4 if precision == "int4" else 8
-        if not ops.get("MatMulNBits"):
-            problems.append(f"no MatMulNBits node: nothing was quantized to {precision}")
-        elif want_bits not in summary["matmul_nbits_bits"]:
-            problems.append(f"MatMulNBits has bits {summary['matmul_nbits_bits']}, expected {want_bits}")
-        if variant.get("quantize_embeddings") and not ops.get("GatherBlockQuantized"):
-            problems.append("quantize_embeddings is set but the embedding has no GatherBlockQuantized node")
-    if method == "dynamic" and not ops.get("MatMulInteger"):
-        problems.append("no MatMulInteger node: dynamic int8 quantization did nothing")
-    size = folder_size(model_dir)
-    if precision != "fp32" and fp32_size and size >= fp32_size:
-        problems.append(f"size {size} bytes is not below the fp32 build's {fp32_size}")
-    if problems:
-        raise VariantError(f"variant {name}: " + "; ".join(problems))
-    return summary
 
 
 def load_and_generate(model_dir: Path, prompt: str = "Hello", max_new_tokens: int = 1) -> list[int]:

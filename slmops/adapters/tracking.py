@@ -1,7 +1,9 @@
 """MLflow: a parent run per sweep, a child run per variant, found again by tags so a retry never duplicates one.
 
 The only module that imports mlflow. Run ids are passed explicitly (MlflowClient), since MLflow keeps its active
-run per thread and Prefect runs tasks in other threads (../shared/STACK.md).
+run per thread and Prefect runs tasks in other threads (docs/toolchain.md). Every call goes through
+``Tracker._call``, so a store that cannot be reached is a ``TransientError`` wherever it happens. ``NullTracker`` has
+the same methods and logs nothing: a sweep that lost its store goes on with it, and `slmops sync` logs it later.
 """
 
 from __future__ import annotations
@@ -211,6 +213,61 @@ class Tracker:
         return self._call(self.client.search_runs, [exp.experiment_id], filter_string=filter_string,
                           max_results=max_results)
 
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self._call(self.client.log_artifact, run_id, str(path), artifact_path)
+
+    def _sweep_runs(self, filter_string: str, max_results: int) -> list:
+        experiments = [e.experiment_id for e in self._call(self.client.search_experiments)]
+        if not experiments:
+            return []
+        return self._call(self.client.search_runs, experiments, filter_string=filter_string, max_results=max_results,
+                          order_by=["attributes.start_time DESC"])
+
+    def latest_sweep_id(self) -> str | None:
+        """The sweep logged last, in any experiment."""
+        runs = self._sweep_runs(f"tags.`{KIND_TAG}` = 'sweep'", 1)
+        return runs[0].data.tags[SWEEP_TAG] if runs else None
+
+    def find_sweep(self, sweep_id: str) -> tuple[str, str] | None:
+        """(experiment name, parent run id) of a logged sweep, or None."""
+        runs = self._sweep_runs(f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{KIND_TAG}` = 'sweep'", 1)
+        if not runs:
+            return None
+        run = runs[0]
+        return self._call(self.client.get_experiment, run.info.experiment_id).name, run.info.run_id
+
+    def run_url(self, run_id: str) -> str:
+        """Where the run is in the MLflow UI (for a local store: the address `mlflow ui` serves by default)."""
+        run = self.run(run_id)
+        base = self.tracking_uri if self.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+        return f"{base.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+class NullTracker:
+    """A tracker for a store that was lost mid-sweep: Tracker's logging methods, which log nothing.
+
+    ``reason`` says why, for the variants it did not log."""
+
+    def __init__(self, tracking_uri: str, reason: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.reason = reason
+
+    def sweep_run(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def variant_run(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def log(self, *_: Any, **__: Any) -> None:
+        return None
+
+    log_dict = log_table = log_text = log_artifact = finish = log
+
+
+def tracker_for(tracking_uri: str, lost: str | None = None) -> Tracker | NullTracker:
+    """The tracker of a sweep: the store's, or a NullTracker once it was lost (``lost`` says why)."""
+    return NullTracker(tracking_uri, lost) if lost else Tracker(tracking_uri)
+
 
 def _param_value(value: Any) -> str:
     if isinstance(value, (list, tuple, dict)):
@@ -224,6 +281,9 @@ class Registry:
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
         self.client = tracker.client
+
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.tracker._call(self.client.search_registered_models)]
 
     def ensure_model(self, name: str) -> None:
         from mlflow.exceptions import MlflowException

@@ -3,9 +3,8 @@ through the variant and the fp32 baseline, and compare their next-token distribu
 
     .venv/bin/python -m pytest tests/evaluate/test_fidelity.py -q
 
-Plain onnxruntime runs ``model.onnx`` once per sequence and returns the logits of every position (onnxruntime-genai
-only hands out the last one). The graphs onnxruntime-genai's builder makes take the KV cache as inputs: a prompt
-pass feeds them empty (past length 0), which GroupQueryAttention accepts.
+Plain onnxruntime (slmops.adapters.ort) runs ``model.onnx`` once per sequence and returns the logits of every
+position.
 
 KL and top-1 agreement are taken over *all* positions of the rendered sequence, prompt tokens included: the demo
 model has memorised its answers with margins no quantization flips, so the answer tokens alone cannot tell int8
@@ -15,7 +14,6 @@ end of turn) only: how well the variant still predicts what it should say.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -23,61 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from slmops.adapters.ort import LogitModel
 from slmops.errors import VariantError
-
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
-
-
-def genai_model_config(model_dir: Path) -> dict[str, Any]:
-    """The ``model`` section of the folder's genai_config.json."""
-    try:
-        return json.loads((model_dir / "genai_config.json").read_text(encoding="utf-8"))["model"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise VariantError(f"{model_dir}/genai_config.json is unreadable ({exc}); rebuild the variant") from exc
-
-
-class LogitModel:
-    """One ONNX decoder, run over a whole sequence at once with an empty KV cache: logits at every position."""
-
-    def __init__(self, model_dir: Path) -> None:
-        import onnxruntime as ort
-
-        self.model_dir = Path(model_dir)
-        config = genai_model_config(self.model_dir)
-        decoder = config.get("decoder", {})
-        self.kv_heads = int(decoder.get("num_key_value_heads") or decoder.get("num_attention_heads"))
-        self.head_size = int(decoder.get("head_size") or decoder["hidden_size"] // decoder["num_attention_heads"])
-        self.context_length = int(config.get("context_length") or 0) or None
-        eos = config.get("eos_token_id")
-        self.eos_token_id = int(eos[0] if isinstance(eos, list) else eos) if eos is not None else None
-        filename = decoder.get("filename", "model.onnx")
-        try:
-            self.session = ort.InferenceSession(str(self.model_dir / filename), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...) for a bad file
-            raise VariantError(f"{self.model_dir.name}: onnxruntime cannot load {filename}: {exc}") from exc
-        self.inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = [o.name for o in self.session.get_outputs()]
-        if "logits" not in outputs:
-            raise VariantError(f"{self.model_dir.name}: the graph has no 'logits' output (outputs: {outputs})")
-        known = {"input_ids", "attention_mask", "position_ids"}
-        unknown = [n for n in self.inputs if n not in known and not n.startswith("past_key_values.")]
-        if unknown:
-            raise VariantError(f"{self.model_dir.name}: cannot teacher-force a graph with inputs {unknown}")
-
-    def logits(self, ids: list[int]) -> np.ndarray:
-        """Logits (positions x vocabulary, float64) of the sequence, each position predicting the next token."""
-        n = len(ids)
-        feed: dict[str, np.ndarray] = {
-            "input_ids": np.asarray([ids], dtype=np.int64),
-            "attention_mask": np.ones((1, n), dtype=np.int64),
-        }
-        if "position_ids" in self.inputs:
-            feed["position_ids"] = np.arange(n, dtype=np.int64)[None, :]
-        for name, arg in self.inputs.items():
-            if name.startswith("past_key_values."):
-                feed[name] = np.zeros((1, self.kv_heads, 0, self.head_size), dtype=_DTYPES.get(arg.type, np.float32))
-        (logits,) = self.session.run(["logits"], feed)
-        return logits[0].astype(np.float64)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

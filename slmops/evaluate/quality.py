@@ -15,40 +15,14 @@ import string
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
-from slmops.errors import InputError
 from slmops.evaluate.settings import EvaluationSpec
 
 ChatFn = Callable[[str, int], Iterator[str]]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def load_eval_items(path: Path, limit: int | None = None) -> list[dict[str, str]]:
-    """The first ``limit`` rows of an eval.jsonl of ``{"prompt", "reference"}`` objects; InputError on a bad row."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"eval set {path} is unreadable ({exc}); need a JSON-lines file of prompt/reference") from exc
-    items: list[dict[str, str]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise InputError(f"{path}:{number}: not valid JSON ({exc})") from exc
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("prompt", "reference")):
-            raise InputError(f'{path}:{number}: each row needs string fields "prompt" and "reference"')
-        items.append({"prompt": row["prompt"], "reference": row["reference"]})
-        if limit is not None and len(items) >= limit:
-            break
-    if not items:
-        raise InputError(f"eval set {path} has no rows; need at least one prompt/reference pair")
-    return items
 
 
 def _squad_tokens(text: str) -> list[str]:

@@ -32,20 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from slmops.errors import VariantError
+from slmops.evalset import load_eval_set
 from slmops.evaluate.memory import PeakRssSampler
-from slmops.evaluate.quality import load_eval_items
 from slmops.evaluate.settings import EvaluationSpec
 from slmops.evaluate.worker import EVENT_MARK
-from slmops.prompt_template import write_json_atomic
+from slmops.files import write_json
+from slmops.metrics import EVALUATION_METRICS
 
 Progress = Callable[[str, int, int], None]
 
-# The metric names of issue 4 (report.json and MLflow): every evaluation returns each of them.
-METRIC_NAMES = (
-    "ttft_ms_p50", "ttft_ms_p95", "prefill_tokens_per_s", "decode_tokens_per_s", "response_ms_p50", "peak_rss_mb",
-    "cpu_percent", "rss_growth_mb", "exact_match", "token_f1", "format_ok", "perplexity", "kl_div_mean",
-    "kl_div_p99", "top1_agreement", "ppl_ratio", "edge_cases_passed",
-)
 RESULT_NAME = "evaluation.json"
 STDERR_TAIL = 3000
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +89,7 @@ def _worker_env() -> dict[str, str]:
 def run_worker(mode: str, request: dict[str, Any], out_dir: Path, timeout_s: float,
                on_event: Callable[[dict[str, Any]], None]) -> WorkerRun:
     """Run ``python -m slmops.evaluate.worker MODE`` on request, sampling its memory, forwarding its events."""
-    request_path = write_json_atomic(out_dir / f"{mode}.request.json", request)
+    request_path = write_json(out_dir / f"{mode}.request.json", request)
     result_path = out_dir / f"{mode}.json"
     result_path.unlink(missing_ok=True)
     stderr_path = out_dir / f"{mode}.stderr.log"
@@ -189,17 +184,18 @@ def _run_edge_cases(request: dict[str, Any], settings: EvaluationSpec, out_dir: 
 
 def evaluate_variant(
     variant_dir: Path, baseline_dir: Path, foundry_model_id: str, foundry_cache: Path, settings: EvaluationSpec,
-    dataset: Path, out_dir: Path, progress: Progress | None = None,
+    dataset: Path, out_dir: Path, key: str | None = None, progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Measure one variant registered in Foundry Local; return ``{"metrics", "items", "details"}``.
+    """Measure one variant registered in Foundry Local; return what evaluation.json holds: ``metrics`` (every name
+    of slmops.metrics.EVALUATION_METRICS, and extras), ``items`` (per-item answers and fidelity figures), ``details``
+    and ``key`` (what the measurements were made from, for their reuse).
 
-    ``metrics`` holds every name of METRIC_NAMES (and extras), ``items`` the per-item answers and fidelity figures.
     Raises VariantError when a measuring process fails; InputError when the eval set is unusable.
     """
     variant_dir, baseline_dir = Path(variant_dir).resolve(), Path(baseline_dir).resolve()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    load_eval_items(Path(dataset), settings.max_eval_items)  # a bad eval set is the user's to fix: fail before work
+    load_eval_set(Path(dataset), settings.max_eval_items)  # a bad eval set is the user's to fix: fail before work
     name = variant_dir.name
     request = {
         "variant_dir": str(variant_dir),
@@ -227,7 +223,7 @@ def evaluate_variant(
         "edge_cases_passed": sum(c["passed"] for c in cases) / len(cases),
         "evaluation_s": time.monotonic() - started,
     }
-    missing = [m for m in METRIC_NAMES if m not in metrics]
+    missing = [m for m in EVALUATION_METRICS if m not in metrics]
     if missing:
         raise RuntimeError(f"evaluation produced no {missing}: a bug in slmops.evaluate")
     fidelity_by_index = {row["index"]: row for row in fid.result["items"]}
@@ -249,6 +245,7 @@ def evaluate_variant(
         "not_finite": sorted(k for k, v in metrics.items() if not math.isfinite(v)),
     }
     evaluation = {
+        "key": key,
         "variant_dir": str(variant_dir),
         "baseline_dir": str(baseline_dir),
         "foundry_model_id": foundry_model_id,
@@ -257,5 +254,5 @@ def evaluate_variant(
         "items": items,
         "details": details,
     }
-    write_json_atomic(out_dir / RESULT_NAME, evaluation)
-    return {"metrics": metrics, "items": items, "details": details}
+    write_json(out_dir / RESULT_NAME, evaluation)
+    return evaluation

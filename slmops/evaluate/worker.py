@@ -43,11 +43,10 @@ def progress_of(phase: str):
 
 def context_length(model_dir: Path) -> int:
     """The model's context length from genai_config.json."""
-    from slmops.evaluate.fidelity import genai_model_config
+    from slmops.adapters.genai import context_length as read
 
-    config = genai_model_config(model_dir)
-    value = config.get("context_length")
-    if not isinstance(value, int) or value <= 0:
+    value = read(model_dir)
+    if value is None:
         raise ValueError(f"{model_dir}/genai_config.json gives no context_length")
     return value
 
@@ -86,10 +85,11 @@ def _foundry_chat(request: dict[str, Any]):
 
 def serve(request: dict[str, Any]) -> dict[str, Any]:
     """Speed, memory, CPU, leak check and eval answers through Foundry Local."""
+    from slmops.evalset import load_eval_set
     from slmops.evaluate import memory, quality, speed
 
     settings = _settings(request)
-    items = quality.load_eval_items(Path(request["dataset"]), settings.max_eval_items)
+    items = load_eval_set(Path(request["dataset"]), settings.max_eval_items)
     variant_dir = Path(request["variant_dir"])
     context = context_length(variant_dir)
     foundry, chat = _foundry_chat(request)
@@ -158,11 +158,11 @@ def serve(request: dict[str, Any]) -> dict[str, Any]:
 
 def edge(request: dict[str, Any]) -> dict[str, Any]:
     """The requested edge cases, each announced before it runs and reported when done."""
+    from slmops.evalset import load_eval_set
     from slmops.evaluate.edge import run_edge_case
-    from slmops.evaluate.quality import load_eval_items
 
     settings = _settings(request)
-    health_prompt = load_eval_items(Path(request["dataset"]), 1)[0]["prompt"]
+    health_prompt = load_eval_set(Path(request["dataset"]), 1)[0]["prompt"]
     context = context_length(Path(request["variant_dir"]))
     foundry, chat = _foundry_chat(request)
     max_tokens = min(settings.max_new_tokens, 16)
@@ -179,11 +179,11 @@ def edge(request: dict[str, Any]) -> dict[str, Any]:
 
 def fidelity(request: dict[str, Any]) -> dict[str, Any]:
     """Teacher-forced fidelity of the variant to the baseline on the eval items."""
+    from slmops.evalset import load_eval_set
     from slmops.evaluate.fidelity import fidelity as measure
-    from slmops.evaluate.quality import load_eval_items
 
     settings = _settings(request)
-    items = load_eval_items(Path(request["dataset"]), settings.max_eval_items)
+    items = load_eval_set(Path(request["dataset"]), settings.max_eval_items)
     started = time.perf_counter()
     metrics, per_item = measure(
         Path(request["variant_dir"]), Path(request["baseline_dir"]), items, progress_of("fidelity")
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from slmops.errors import SlmopsError
-    from slmops.prompt_template import write_json_atomic
+    from slmops.files import write_json
 
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     try:
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         # the parent puts the stderr tail into its VariantError: one clear line beats a traceback here
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    write_json_atomic(Path(result_path), result)
+    write_json(Path(result_path), result)
     return 0
 
 

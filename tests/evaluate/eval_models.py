@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slmops.build import build_variant, export_fp32
 from slmops.config import VariantSpec
+from slmops.convert import convert
+from slmops.quantize import quantize
 
 # The demo sweep's variants (configs/demo.yaml).
 DEMO_VARIANTS = (
@@ -20,12 +21,11 @@ def build_variants(source_dir: Path, dest: Path, variants=DEMO_VARIANTS) -> dict
     """Export source_dir once and build each variant from it; name -> variant folder."""
     logs = dest / "logs"
     fp32_dir = dest / "_fp32-export"
-    export_fp32(source_dir, fp32_dir, "test-export", False, logs)
+    convert(source_dir, fp32_dir, "test-export", False, logs)
     folders = {}
     for variant in variants:
         folders[variant["name"]] = dest / variant["name"]
-        build_variant(VariantSpec(**variant).resolved(), "test-variant", source_dir, fp32_dir, folders[variant["name"]],
-                      logs)
+        quantize(VariantSpec(**variant).resolved(), "test-variant", source_dir, fp32_dir, folders[variant["name"]], logs)
     return folders
 
 

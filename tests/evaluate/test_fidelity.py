@@ -12,19 +12,19 @@ import pytest
 
 from slmops.errors import VariantError
 from slmops.evaluate.fidelity import fidelity
-from slmops.evaluate.quality import load_eval_items
+from slmops.evalset import load_eval_set
 
 
 @pytest.fixture(scope="module")
 def demo_fidelity(demo_variants: dict[str, Path], demo_eval_set: Path) -> dict[str, dict[str, float]]:
     """Fidelity of each demo variant to the fp32 variant on 100 eval items (the default max_eval_items)."""
-    items = load_eval_items(demo_eval_set, 100)
+    items = load_eval_set(demo_eval_set, 100)
     return {name: fidelity(folder, demo_variants["fp32"], items)[0] for name, folder in demo_variants.items()}
 
 
 @pytest.mark.parametrize("name", ["int4-b32", "fp32"])
 def test_fidelity_is_exact_when_a_variant_is_compared_with_itself(demo_variants, demo_eval_set, name):
-    metrics, per_item = fidelity(demo_variants[name], demo_variants[name], load_eval_items(demo_eval_set, 24))
+    metrics, per_item = fidelity(demo_variants[name], demo_variants[name], load_eval_set(demo_eval_set, 24))
     assert metrics["kl_div_mean"] == 0.0
     assert metrics["kl_div_p99"] == 0.0
     assert metrics["top1_agreement"] == 1.0
@@ -63,4 +63,4 @@ def test_fidelity_rejects_a_graph_without_logits_output(demo_variants, demo_eval
     (broken / "genai_config.json").write_text(json.dumps(json.loads(
         (demo_variants["int8"] / "genai_config.json").read_text())))
     with pytest.raises(VariantError, match="no 'logits' output"):
-        fidelity(broken, demo_variants["fp32"], load_eval_items(demo_eval_set, 2))
+        fidelity(broken, demo_variants["fp32"], load_eval_set(demo_eval_set, 2))

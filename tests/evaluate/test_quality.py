@@ -1,4 +1,4 @@
-"""Scoring answers: exact match, token F1, expected format, and reading the eval set.
+"""Scoring answers: exact match, token F1, expected format.
 
     .venv/bin/python -m pytest tests/evaluate/test_quality.py -q
 """
@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from slmops.errors import InputError
 from slmops.evaluate.quality import (
     FormatCheck,
     exact_match,
-    load_eval_items,
     score_items,
     summarise_quality,
     token_f1,
@@ -63,25 +61,3 @@ def test_summarise_quality_gives_shares_over_items():
     assert metrics["exact_match"] == 0.5
     assert metrics["token_f1"] == pytest.approx((1 + 2 / 3) / 2, abs=1e-6)
     assert metrics["format_ok"] == 1.0
-
-
-def test_load_eval_items_stops_at_the_limit_and_skips_blank_lines(tmp_path):
-    path = tmp_path / "eval.jsonl"
-    path.write_text('{"prompt": "a", "reference": "b"}\n\n{"prompt": "c", "reference": "d"}\n{"prompt": "e", '
-                    '"reference": "f"}\n')
-    assert load_eval_items(path, 2) == [{"prompt": "a", "reference": "b"}, {"prompt": "c", "reference": "d"}]
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ('{"prompt": "a"}\n', 'needs string fields "prompt" and "reference"'),
-        ("not json\n", "not valid JSON"),
-        ("\n", "has no rows"),
-    ],
-)
-def test_load_eval_items_names_the_bad_row(tmp_path, content, message):
-    path = tmp_path / "eval.jsonl"
-    path.write_text(content)
-    with pytest.raises(InputError, match=message):
-        load_eval_items(path)

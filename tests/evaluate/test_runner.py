@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 
 from slmops.errors import InputError, VariantError
 from slmops.evaluate import runner
-from slmops.evaluate.runner import METRIC_NAMES, RESULT_NAME, WorkerRun, evaluate_variant
+from slmops.evaluate.runner import RESULT_NAME, WorkerRun, evaluate_variant
+from slmops.metrics import EVALUATION_METRICS
 from slmops.evaluate.settings import EvaluationSpec
 
 # a quick evaluation for the tests that check one behaviour, not the figures
@@ -36,8 +36,8 @@ def int4_evaluation(demo_variants, registered_demo, eval_foundry, demo_eval_set,
 def test_evaluate_variant_reports_every_metric_finite(int4_evaluation):
     result, _, _ = int4_evaluation
     metrics = result["metrics"]
-    assert set(METRIC_NAMES) <= set(metrics)
-    assert [name for name in METRIC_NAMES if not math.isfinite(metrics[name])] == []
+    assert set(EVALUATION_METRICS) <= set(metrics)
+    assert [name for name in EVALUATION_METRICS if not math.isfinite(metrics[name])] == []
     assert 0 < metrics["ttft_ms_p50"] <= metrics["ttft_ms_p95"]
     assert metrics["peak_rss_mb"] >= metrics["rss_after_load_mb"] > 0
     assert metrics["exact_match"] >= 0.95 and metrics["format_ok"] >= 0.95

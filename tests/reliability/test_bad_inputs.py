@@ -93,12 +93,12 @@ def test_damaged_variant_files_are_rebuilt_not_reused(model, tmp_path):
 
 def test_a_corrupt_genai_config_is_a_clear_registration_error(tiny_model, tmp_path):
     from slmops.adapters.foundry import FoundryLocal
-    from slmops.build import export_fp32
+    from slmops.convert import convert
     from slmops.errors import VariantError
     from slmops.workspace import Workspace, default_work_dir
 
     folder = tmp_path / "export"
-    export_fp32(tiny_model, folder, "k", False, tmp_path / "logs")
+    convert(tiny_model, folder, "k", False, tmp_path / "logs")
     (folder / "genai_config.json").write_text("{ not json")
     foundry = FoundryLocal(Workspace(default_work_dir(), default_work_dir()).foundry_cache)
     with pytest.raises(VariantError, match=rf"{folder / 'genai_config.json'} is unreadable"):
@@ -107,12 +107,12 @@ def test_a_corrupt_genai_config_is_a_clear_registration_error(tiny_model, tmp_pa
 
 def test_a_missing_genai_config_is_a_clear_registration_error(tiny_model, tmp_path):
     from slmops.adapters.foundry import FoundryLocal
-    from slmops.build import export_fp32
+    from slmops.convert import convert
     from slmops.errors import VariantError
     from slmops.workspace import Workspace, default_work_dir
 
     folder = tmp_path / "export"
-    export_fp32(tiny_model, folder, "k", False, tmp_path / "logs")
+    convert(tiny_model, folder, "k", False, tmp_path / "logs")
     (folder / "genai_config.json").unlink()
     foundry = FoundryLocal(Workspace(default_work_dir(), default_work_dir()).foundry_cache)
     with pytest.raises(VariantError, match=rf"^{folder} has no genai_config.json: not an onnxruntime-genai model"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from slmops.build import is_complete, read_manifest
+from slmops.staging import is_complete, read_manifest
 
 # int4 with the embedding quantized: model.onnx.data about 1.15 MB; int4 block 16 asymmetric: about 1.73 MB (demo
 # model, measured). Every other file the sweeping process writes (the MLflow store, about 1 MB, logs, Foundry Local's

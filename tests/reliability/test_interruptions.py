@@ -138,15 +138,18 @@ RACE = """
 import json, sys, time
 from pathlib import Path
 from slmops.adapters.tracking import Tracker
-from tasks.promote import register_model_versions
+from slmops.variant import VariantResult
+from tasks.promote import register_versions
 uri, run_id, folder, lock_dir, ready, go = sys.argv[1:7]
 Tracker(uri)  # the store opened (one client per process) before the start, so that all three start together
 Path(ready).touch()
 while not Path(go).exists():
     time.sleep(0.005)
-variant = {"name": "v", "status": "succeeded", "content_key": "same-content", "metrics": {}, "size_bytes": 1,
-           "config": {}, "mlflow_run_id": run_id, "onnx_dir": folder, "foundry_model_id": None}
-print(json.dumps(register_model_versions.fn(uri, "race", "sweep", [variant], "copy", lock_dir)))
+variant = VariantResult(name="v", status="succeeded", content_key="same-content", size_bytes=1,
+                        config={"name": "v", "precision": "fp32", "method": "builder"}, mlflow_run_id=run_id,
+                        onnx_dir=folder)
+(registered,) = register_versions.fn(uri, "race", "sweep", [variant], "copy", lock_dir)
+print(json.dumps({"v": registered.model_version}))
 """
 
 

@@ -1,5 +1,5 @@
 """Promotion by an explicit policy: which variants meet the constraints, which one is best, and whether it beats
-the current champion. Pure decisions on numbers; the MLflow side lives in tasks/promote.py.
+the current champion. Pure decisions on numbers; the MLflow side lives in slmops/promote/registry.py.
 
     slmops promote --sweep ID [--policy FILE]    # decide again from what MLflow logged
 """

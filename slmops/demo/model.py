@@ -1,6 +1,6 @@
 """The demo fine-tuned chat model: a tiny Qwen2 model trained on a synthetic product catalogue.
 
-    python -c "from slmops.demo_model import make_demo_model; make_demo_model('out/demo-model')"
+    python -c "from slmops.demo.model import make_demo_model; make_demo_model('out/demo-model')"
 
 No model can be downloaded here (../shared/STACK.md, "Models"), so the demo makes its own: a byte-level BPE
 tokenizer, a ChatML chat template and a 4-layer Qwen2 model that memorises the colour and price of 96 products,

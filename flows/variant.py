@@ -1,0 +1,124 @@
+"""One variant's journey, as a flow run of its own: quantize, register, evaluate, track.
+
+    variant_pipeline(job, variant, index=1)     # from quantization_sweep, or on a worker (flows/scaleout.py)
+
+Each step is a task that returns the variant's updated VariantResult. A step that fails the variant (a
+VariantError: Olive produced nothing, the graph is wrong, Foundry Local refused it, a measuring process died)
+records the error and skips the steps that need it; the variant is still tracked. Any other exception is a bug and
+stops the sweep.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psutil
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from slmops.config import SweepSpec
+from slmops.convert import Export
+from slmops.errors import TransientError, VariantError
+from slmops.report import human_size
+from slmops.timing import Phases
+from slmops.variant import Variant, VariantResult
+from slmops.workspace import Workspace
+from tasks.evaluate import evaluate
+from tasks.quantize import quantize
+from tasks.register import register, smoke_test
+from tasks.track import track_variant
+
+LOST = "not logged: MLflow was unreachable earlier in this sweep"  # what the null tracker of a lost store says
+
+
+class VariantJob(BaseModel):
+    """What one variant's flow needs from its sweep (JSON-able, so that a worker elsewhere can run it too)."""
+
+    spec: SweepSpec
+    work_dir: Path
+    out_dir: Path
+    sweep_id: str
+    source_sha: str
+    tool_versions: dict[str, str]
+    tracking_uri: str
+    parent_run_id: str | None
+    tracking_lost: str | None = None
+    export: Export | None
+    foundry_cache: Path
+    smoke_prompt: str
+    dataset: Path | None = None
+    total: int
+
+    @property
+    def ws(self) -> Workspace:
+        return Workspace(self.work_dir, self.out_dir)
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether variants are measured: evaluation on, an eval set, Foundry Local to serve them, a baseline."""
+        return bool(self.spec.evaluation.enabled and self.spec.foundry.enabled and self.dataset
+                    and self.export and self.export.dir)
+
+
+def _run_name() -> str:
+    variant = flow_run.parameters["variant"]  # a Variant in process, its JSON on a worker
+    return variant["name"] if isinstance(variant, dict) else variant.name
+
+
+@flow(name="variant", flow_run_name=_run_name)
+def variant_pipeline(job: VariantJob, variant: Variant, index: int) -> VariantResult:
+    """One variant: quantize (or reuse) and check it, register and smoke-test it in Foundry Local, evaluate, track."""
+    logger = get_run_logger()
+    step, ws, spec, phases = f"[{index}/{job.total}] {variant.name}", job.ws, job.spec, Phases()
+    logger.info("%s: quantizing (%s, %s)", step, variant.precision, variant.method)
+    result = VariantResult.planned(variant, ws.variants / variant.name)
+    with phases("convert"):
+        result = _step(result, quantize, variant, ws.variants / variant.name, spec.model.path, job.source_sha,
+                       job.export, job.tool_versions, ws.logs, spec.model.trust_remote_code)
+    if result.ok and spec.foundry.enabled:
+        with phases("foundry"):
+            result = _step(result, register, result, spec.model.name, spec.foundry, job.foundry_cache)
+            if result.ok:
+                logger.info("%s: registered as %s; smoke test", step, result.foundry_model_id)
+                result = _step(result, smoke_test, result, job.smoke_prompt, spec.foundry, job.foundry_cache,
+                               ws.smoke_tests, job.tool_versions)
+    if result.ok and result.foundry_model_id and job.evaluates:
+        logger.info("%s: evaluating in a fresh process", step)
+        with phases("evaluate"):
+            result = _step(result, evaluate, result, job.export, spec.evaluation, job.dataset, job.foundry_cache,
+                           ws.evaluations / variant.name, job.tool_versions)
+    logger.info("%s: %s", step, f"{result.status} ({human_size(result.size_bytes)})" if result.ok
+                else f"failed: {result.error}")
+    # the orchestrating process's memory after each variant: a sweep of many variants must not grow it
+    result = result.with_metrics({"orchestrator_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)})
+    with phases("tracking"):
+        result = _track(job, result)
+    return result.model_copy(update={"timings": phases.as_dict()})
+
+
+def _step(result: VariantResult, task: Any, *args: Any) -> VariantResult:
+    """The task's updated result; its VariantError fails the variant (the task run shows failed); any other error is
+    a bug and is raised."""
+    outcome = task(*args, return_state=True).result(raise_on_failure=False)
+    if isinstance(outcome, VariantError):
+        return result.failed(str(outcome))
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _track(job: VariantJob, result: VariantResult) -> VariantResult:
+    """Log the variant to MLflow; a store that stays unreachable after the retries is recorded, not raised (the
+    variant is complete on disk, and `slmops sync` logs it later)."""
+    outcome = track_variant(job.tracking_uri, job.tracking_lost, job.parent_run_id, job.sweep_id, result,
+                            job.source_sha, job.tool_versions, return_state=True).result(raise_on_failure=False)
+    if isinstance(outcome, TransientError):
+        get_run_logger().warning("%s: not logged to MLflow (%s); `slmops sync` logs it later", result.name, outcome)
+        return result.model_copy(update={"mlflow_error": str(outcome)})
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if outcome is None:  # the store was lost earlier: the null tracker logged nothing
+        return result.model_copy(update={"mlflow_error": LOST})
+    return result.model_copy(update={"mlflow_run_id": outcome})

@@ -1,0 +1,159 @@
+"""The commands that run the pipeline: sweep, demo, sync; and the two around it, doctor and make-demo-model.
+
+    slmops doctor                              # tool versions and the pairs that must match
+    slmops make-demo-model DIR                 # train the demo fine-tuned model into DIR
+    slmops sweep configs/demo.yaml --out DIR   # convert, quantize, register, measure, track, promote
+    slmops demo --out DIR                      # the demo model through configs/demo.yaml
+    slmops sync --out DIR                      # log a sweep that lost its tracking server, afterwards
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from slmops.cli.common import add_work_dir, progress, work_dir
+from slmops.errors import InputError, SlmopsError
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from slmops.versions import checks
+
+    bad = 0
+    for check in checks():
+        bad += not check.ok
+        print(f"{'ok ' if check.ok else 'BAD'}  {check.name:<38} {check.detail}")
+    if bad:
+        print(f"\n{bad} check(s) failed: reinstall with `make install` (pins in pyproject.toml)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_make_demo_model(args: argparse.Namespace) -> int:
+    from slmops.demo.model import make_demo_model
+
+    out = Path(args.dir)
+    if out.exists():
+        raise InputError(f"{out} already exists; choose a new folder (the demo model is written whole or not at all)")
+    started = time.perf_counter()
+    make_demo_model(out, seed=args.seed, progress=progress("training demo model"))
+    print(f"demo model written to {out} in {time.perf_counter() - started:.0f} s (eval set: {out / 'eval.jsonl'})")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from slmops.config import load_spec, with_model_path
+
+    spec = load_spec(args.config)
+    if args.model:
+        spec = with_model_path(spec, args.model, args.config)
+    return _run_sweep(spec, Path(args.out), work_dir(args), args.sweep_id)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from slmops.demo import demo_spec, ensure_demo_model
+    from slmops.preflight import check_out_dir
+
+    work = work_dir(args)
+    check_out_dir(Path(args.out).resolve())
+    model_dir, made = ensure_demo_model(work / "demo-model", progress=progress("training demo model"))
+    print(f"demo model: {model_dir} ({'made now' if made else 'reused'})")
+    return _run_sweep(demo_spec(model_dir), Path(args.out), work, args.sweep_id)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    work = work_dir(args)
+    with _flows_on_prefect(work, "flows.sync"):
+        from flows.sync import sync_sweep
+
+        doc = sync_sweep(out_dir=str(Path(args.out).resolve()), work_dir=str(work))
+    print(f"synced sweep {doc['sweep_id']}: {len(doc['variants'])} variant run(s) in {doc['mlflow']['tracking_uri']} "
+          f"(parent run {doc['mlflow']['parent_run_id']})")
+    if doc.get("decision"):
+        print(f"{'PROMOTED' if doc['decision']['promoted'] else 'not promoted'}: {doc['decision']['reason']}")
+    return 0
+
+
+@contextlib.contextmanager
+def _flows_on_prefect(work: Path, module: str) -> Iterator[None]:
+    """Start the temporary Prefect server (if one is needed) before importing the flows module, so that it comes up
+    while this process imports; wait for it; point the flows at it; stop it afterwards, whatever happens."""
+    from slmops.cli.server import prefect_api
+
+    with prefect_api(work) as server:
+        importlib.import_module(module)
+        if server is None:
+            yield
+            return
+        server.wait_ready()
+        with server.settings():
+            yield
+
+
+def _run_sweep(spec, out: Path, work: Path, sweep_id: str | None) -> int:
+    from slmops.preflight import preflight
+    from slmops.workspace import Workspace
+
+    ws = Workspace.of(out, work)
+    preflight(spec, ws)  # bad input: one line and exit 2 before Prefect or MLflow start
+    from slmops.adapters.tracking import Tracker, default_tracking_uri
+
+    Tracker(default_tracking_uri(work)).check_reachable()
+    started = time.perf_counter()
+    with _flows_on_prefect(work, "flows.quantization_sweep"):
+        from flows.quantization_sweep import quantization_sweep
+
+        try:
+            doc = quantization_sweep(spec=spec, out_dir=str(ws.out_dir), work_dir=str(work), sweep_id=sweep_id)
+        except SlmopsError:
+            _print_outcome(ws.report, None, started)
+            raise
+    _print_outcome(ws.report, doc, started)
+    return 0
+
+
+def _print_outcome(report_path: Path, doc: dict | None, started: float) -> None:
+    from slmops import report
+    from slmops.files import read_json
+
+    doc = doc or read_json(report_path)
+    if not doc:
+        return
+    print(report.table(doc))
+    decision = doc.get("decision")
+    if decision:
+        print(f"\n{'PROMOTED' if decision['promoted'] else 'not promoted'}: {decision['reason']}")
+        if decision.get("champion"):
+            c = decision["champion"]
+            print(f"champion of {decision['registered_model']}: {c['name']} (model version {c['model_version']}, "
+                  f"Foundry Local id {c['foundry_model_id']})")
+        print(f"report: {report_path.parent / 'report.md'}")
+    print(f"\n{len(doc['variants'])} variants in {time.perf_counter() - started:.1f} s; report: {report_path}")
+    print(f"MLflow: {doc['mlflow']['tracking_uri']} (parent run {doc['mlflow']['parent_run_id']})")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="print tool versions and check the pairs that must match")
+    p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("make-demo-model", help="train the demo fine-tuned chat model into DIR")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_demo_model)
+    for name, func, help_ in (("sweep", cmd_sweep, "run a sweep spec"), ("demo", cmd_demo, "run the demo sweep")):
+        p = sub.add_parser(name, help=help_)
+        if name == "sweep":
+            p.add_argument("config", help="sweep spec (YAML)")
+            p.add_argument("--model", help="source model folder (overrides model.path of the spec)")
+        p.add_argument("--out", required=True, help="output folder: variants/, logs/, report.json")
+        add_work_dir(p)
+        p.add_argument("--sweep-id", help="id of the sweep (default: <model>-<UTC time>-<random>)")
+        p.set_defaults(func=func)
+    p = sub.add_parser("sync", help="log a sweep that lost its tracking server to MLflow, from its report.json")
+    p.add_argument("--out", required=True, help="the sweep's output folder")
+    add_work_dir(p)
+    p.set_defaults(func=cmd_sync)

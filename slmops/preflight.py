@@ -1,0 +1,57 @@
+"""Pre-flight: everything a sweep's input can get wrong, checked before anything is written. The CLI runs it before
+it starts Prefect, and every flow runs it again at its start (a deployment's run has no CLI in front of it).
+
+    checked = preflight(spec, Workspace.of("out/demo"))
+
+Bad input is an InputError or SpecError: one line naming what is wrong and what is allowed (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from slmops.config import SweepSpec
+from slmops.errors import InputError
+from slmops.evalset import load_eval_set, resolve_dataset
+from slmops.source import estimate_disk_bytes, validate_model_dir
+from slmops.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the pre-flight found: the eval set (if any) and the smoke test's prompt."""
+
+    dataset: Path | None
+    smoke_prompt: str
+
+
+def preflight(spec: SweepSpec, ws: Workspace) -> Checked:
+    """Check the model folder, the eval set, the output folder and the free disk; raise before any work."""
+    validate_model_dir(spec.model.path, spec.model.allow_pickle_weights)
+    dataset = resolve_dataset(spec.evaluation.dataset, spec.model.path)
+    items = load_eval_set(dataset) if dataset else None
+    check_out_dir(ws.out_dir)
+    check_disk(spec, ws)
+    return Checked(dataset, spec.evaluation.smoke_prompt or (items[0]["prompt"] if items else "Hello"))
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"--out {out}: {parent} is not writable")
+
+
+def check_disk(spec: SweepSpec, ws: Workspace) -> None:
+    """Refuse a sweep that would fill the disk half-way through."""
+    need = estimate_disk_bytes(spec.model.path, [v.resolved() for v in spec.variants])
+    for folder in (ws.out_dir, ws.work_dir):
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+        free = shutil.disk_usage(existing).free
+        if free < need:
+            raise InputError(f"not enough disk for this sweep: it needs about {need / 1e9:.2f} GB in {existing}, "
+                             f"which has {free / 1e9:.2f} GB free; free space or sweep fewer variants")

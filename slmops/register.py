@@ -1,0 +1,67 @@
+"""Register: hand a variant folder to Foundry Local, the runtime that will serve it, and prove it answers there.
+
+    model_id = register(folder, "demo-shop-int4-b32", variant_key, metadata, cache_dir, overrides)
+    smoke = smoke_test(model_id, "What colour is the lamp?", cache_dir, max_tokens=32, timeout_s=120)
+
+The manual route's `inference_model.json` written by hand and `foundry cache ls` / `foundry model run`: the file is
+derived from the model's own chat template (slmops.prompt_template), the folder is registered as
+``<model>-<variant>:<version>`` (the version goes up when the content changes), and one eval prompt goes through
+it. A passed smoke test is reused while nothing it depends on has changed (``SmokeTestRecord``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from slmops.files import read_json, write_json
+from slmops.keys import registration_key
+from slmops.prompt_template import INFERENCE_MODEL_JSON, write_inference_model_json
+from slmops.variant import SmokeTest, Variant
+
+
+def foundry_name(model_name: str, variant: Variant) -> str:
+    return f"{model_name}-{variant.name}"
+
+
+def registration_metadata(model_name: str, variant: Variant) -> dict[str, Any]:
+    """What Foundry Local keeps about the variant beside its folder."""
+    return {"display_name": f"{model_name} {variant.name}", "precision": variant.precision,
+            "quantization": {k: v for k, v in variant.knobs().items() if k not in ("name", "precision")},
+            "source_model": model_name}
+
+
+def register(folder: Path, name: str, variant_key: str, metadata: dict[str, Any], cache_dir: Path,
+             model_config: dict[str, Any]) -> str:
+    """Write the folder's inference_model.json and register it with Foundry Local; return its id."""
+    from slmops.adapters.foundry import FoundryLocal
+
+    write_inference_model_json(folder, name, model_config)
+    content = registration_key(variant_key, (folder / INFERENCE_MODEL_JSON).read_bytes())
+    return FoundryLocal(cache_dir).register(folder, name, content, metadata)
+
+
+def smoke_test(model_id: str, prompt: str, cache_dir: Path, max_tokens: int, timeout_s: float) -> SmokeTest:
+    """Load the registered variant in Foundry Local, ask one prompt at temperature 0, unload."""
+    from slmops.adapters.foundry import FoundryLocal
+
+    result = FoundryLocal(cache_dir).smoke_test(model_id, prompt, max_tokens=max_tokens, timeout_s=timeout_s)
+    return SmokeTest(passed=result["passed"], answer=result["answer"], seconds=result["seconds"], prompt=prompt,
+                     error=result["error"])
+
+
+class SmokeTestRecord:
+    """A variant's last smoke test in the output folder, with the key of everything it depended on."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = Path(path), key
+
+    def passed_before(self) -> SmokeTest | None:
+        """The smoke test recorded with this key, if it passed: loading the model again would say nothing new."""
+        record = read_json(self.path)
+        if not record or record.get("key") != self.key or not record["result"]["passed"]:
+            return None
+        return SmokeTest.model_validate({**record["result"], "reused": True})
+
+    def save(self, result: SmokeTest) -> None:
+        write_json(self.path, {"key": self.key, "result": result.model_dump(mode="json", exclude={"reused"})})

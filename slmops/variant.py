@@ -1,0 +1,124 @@
+"""A variant's journey, typed from spec to decision: what it is (``Variant``, every knob resolved, the route that
+makes it) and what became of it (``VariantResult``: status, error, folder, size, ids, metrics, timings).
+
+    variant = spec.variants[0].resolved()          # slmops.config.VariantSpec -> Variant
+    result = VariantResult.planned(variant, out / "variants" / variant.name)
+
+Dicts appear only at the edges: ``Variant.knobs()`` for MLflow params and report.json, ``report_entry()`` for
+report.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Precision = Literal["fp32", "int8", "int4"]
+Method = Literal["builder", "rtn", "k_quant", "hqq", "dynamic"]
+Route = Literal["export", "builder", "onnx"]
+Status = Literal["succeeded", "cached", "failed"]
+
+
+class Variant(BaseModel):
+    """One variant with every knob resolved: what its build really uses, and part of its cache key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    precision: Precision
+    method: Method
+    block_size: int | None = None
+    symmetric: bool | None = None
+    accuracy_level: int | None = None
+    algorithm: str | None = None
+    quantize_embeddings: bool | None = None
+    nodes_to_exclude: tuple[str, ...] | None = None
+
+    @property
+    def route(self) -> Route:
+        """export: a copy of the shared fp32 export; builder: Olive's ModelBuilder from the source folder; onnx: an
+        ONNX-level pass on the fp32 export."""
+        if self.precision == "fp32":
+            return "export"
+        return "builder" if self.method == "builder" else "onnx"
+
+    @property
+    def needs_fp32_export(self) -> bool:
+        return self.route != "builder"
+
+    @property
+    def bits(self) -> int | None:
+        return {"int8": 8, "int4": 4}.get(self.precision)
+
+    def knobs(self) -> dict[str, Any]:
+        """The resolved knobs as plain JSON (MLflow params, report.json's config)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class SmokeTest(BaseModel):
+    """One eval prompt sent through Foundry Local after registration."""
+
+    passed: bool
+    answer: str = ""
+    seconds: float = 0.0
+    prompt: str = ""
+    error: str | None = None
+    reused: bool = False
+
+
+class EvaluationRecord(BaseModel):
+    """Where a variant's measurements are, and whether they were reused."""
+
+    dir: str
+    reused: bool
+    items: int
+
+
+class VariantResult(BaseModel):
+    """What became of one variant; each step of the variant flow returns an updated copy."""
+
+    name: str
+    config: Variant
+    onnx_dir: str
+    status: Status = "failed"
+    error: str | None = None
+    size_bytes: int | None = None
+    content_key: str | None = None
+    foundry_model_id: str | None = None
+    smoke_test: SmokeTest | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    evaluation: EvaluationRecord | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    mlflow_error: str | None = None
+    model_version: str | None = None
+    # kept for MLflow, left out of report.json (large)
+    olive_config: dict[str, Any] | None = None
+    eval_items: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def planned(cls, variant: Variant, folder: Path) -> VariantResult:
+        """A variant not built yet (failed until a step says otherwise)."""
+        return cls(name=variant.name, config=variant, onnx_dir=str(folder))
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def failed(self, error: str) -> VariantResult:
+        return self.model_copy(update={"status": "failed", "error": error})
+
+    def with_metrics(self, metrics: dict[str, float], **update: Any) -> VariantResult:
+        return self.model_copy(update={"metrics": {**self.metrics, **metrics}, **update})
+
+    def report_entry(self) -> dict[str, Any]:
+        """The variant as report.json holds it."""
+        entry = self.model_dump(mode="json", exclude={"olive_config", "eval_items"})
+        entry["config"] = self.config.knobs()
+        return entry
+
+    @classmethod
+    def from_report_entry(cls, entry: dict[str, Any]) -> VariantResult:
+        return cls.model_validate(entry)

@@ -48,8 +48,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from slmops.checkpoints import ALLOWED_ROOTS_VAR
 from slmops.errors import SlmopsError
-from slmops.events import ALLOWED_ROOTS_VAR
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"

@@ -1,7 +1,7 @@
 """Scale-out: the variants of one sweep as flow runs of the `variant/on-worker` deployment, spread over the workers
 of the `variants` queue; each worker's --limit caps the conversions its machine runs at once.
 
-    python -m slmops.stack up --variant-workers 2          # two workers on the variants queue
+    python -m ops.stack up --variant-workers 2             # two workers on the variants queue
     run_variants_on_workers(job, [(variant, key), ...])    # from quantization_sweep, in place of its inline loop
 
 Every variant's flow run reads and writes the folders named in its VariantJob (work_dir, out_dir, the fp32 export),
@@ -46,7 +46,7 @@ def run_variants_on_workers(job: VariantJob, variants_with_keys: list[tuple[dict
             )
         except ObjectNotFound:
             raise SlmopsError(f"deployment {deployment_name!r} is not on the Prefect server; deploy it "
-                              "(python -m slmops.stack deploy)") from None
+                              "(python -m ops.stack deploy)") from None
         logger.info("[%d/%d] %s: submitted to the workers as flow run %s", index, len(variants_with_keys),
                     variant["name"], run.id)
         runs.append(run)
@@ -90,5 +90,5 @@ def _warn_if_no_worker(deployment_name: str, logger) -> None:
         queue = client.read_work_queue_by_name(deployment.work_queue_name, work_pool_name=deployment.work_pool_name)
         if str(queue.status).upper().endswith("NOT_READY"):
             logger.warning("no worker polls queue %r of pool %r: the variants wait until one starts "
-                           "(python -m slmops.stack up --variant-workers N)", deployment.work_queue_name,
+                           "(python -m ops.stack up --variant-workers N)", deployment.work_queue_name,
                            deployment.work_pool_name)

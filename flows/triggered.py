@@ -1,7 +1,7 @@
 """The flows the deployments run (deployments/prefect.yaml): a sweep of a spec file on a schedule, and a sweep of a
 checkpoint as soon as `slmops publish` / `slmops watch` announces it.
 
-    python -m slmops.stack up                     # deploys them on the stack's process work pool
+    python -m ops.stack up                        # deploys them on the stack's process work pool
     slmops publish /ckpts/step-1200               # a `checkpoint.published` event starts sweep_checkpoint
     prefect deployment run sweep-from-spec-file/nightly -p spec_path=configs/demo.yaml
 

@@ -47,7 +47,7 @@ def resolve_api_url(api_url: str | None = None) -> str:
         url = get_current_settings().api.url
     if not url:
         raise SlmopsError("PREFECT_API_URL is not set: a checkpoint event needs a running Prefect server; start the "
-                          "stack (python -m slmops.stack up) and export the PREFECT_API_URL it prints")
+                          "stack (python -m ops.stack up) and export the PREFECT_API_URL it prints")
     return url.rstrip("/")
 
 
@@ -74,7 +74,7 @@ def check_server(api_url: str, timeout_s: float = 5.0) -> None:
         problem = str(getattr(err, "reason", err))
     if problem:
         raise SlmopsError(f"the Prefect server at {api_url} (PREFECT_API_URL) is unreachable ({problem}); start it "
-                          "(python -m slmops.stack up) or point PREFECT_API_URL at its /api address")
+                          "(python -m ops.stack up) or point PREFECT_API_URL at its /api address")
     request = urllib.request.Request(f"{api_url}/admin/version", headers=_auth_header())
     try:
         with urllib.request.urlopen(request, timeout=timeout_s):  # noqa: S310 (user's server)
@@ -82,7 +82,7 @@ def check_server(api_url: str, timeout_s: float = 5.0) -> None:
     except urllib.error.HTTPError as err:
         if err.code == 401:
             raise SlmopsError(f"the Prefect server at {api_url} refused this client's credentials (HTTP 401): set "
-                              "PREFECT_API_AUTH_STRING to its API auth string (python -m slmops.stack env says "
+                              "PREFECT_API_AUTH_STRING to its API auth string (python -m ops.stack env says "
                               "where it is)") from None
     except (urllib.error.URLError, OSError):
         return  # it answered its health check a moment ago: sending the event will say what is wrong

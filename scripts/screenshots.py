@@ -217,7 +217,7 @@ def mlflow_compare_url(stack: Stack, report: dict) -> str:
 
 def take(stack: Stack, checkpoint: Path, out_dir: Path) -> list[Path]:
     """Publish the checkpoint, wait for its sweep, and photograph both UIs."""
-    from slmops.events import publish_checkpoint
+    from ops.events import publish_checkpoint
 
     since = datetime.now(timezone.utc)
     publish_checkpoint(checkpoint, api_url=stack.prefect_api_url)

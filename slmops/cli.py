@@ -458,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--to", required=True, help="folder to lay the models out in")
             p.add_argument("ids", nargs="*", help="ids to export (default: the newest version of each)")
 
-    from slmops.events import add_cli as add_event_commands
+    # the one use of ops/ in slmops: `slmops publish` and `slmops watch` are operations' commands
+    from ops.events import add_cli as add_event_commands
 
     add_event_commands(sub)
     return parser

@@ -44,7 +44,7 @@ def prefect_client(st: Stack):
 
 def publish(st: Stack, path: Path, **kwargs) -> dict:
     """slmops publish to the stack, as a client holding its auth string."""
-    from slmops.events import publish_checkpoint
+    from ops.events import publish_checkpoint
 
     with stack_settings(st):
         return publish_checkpoint(path, api_url=st.prefect_api_url, **kwargs)

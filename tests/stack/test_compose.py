@@ -2,7 +2,7 @@
 
 No Docker engine runs here, so the compose file is read, its ${VARIABLES} filled in from .env.example (plus a
 value for each credential, which .env.example leaves empty) the way compose does, and every name, port, URL and
-command is checked against the service it points at and against ops.stack, slmops.events, flows/ and
+command is checked against the service it points at and against ops.stack, ops.events, flows/ and
 deployments/prefect.yaml; and that compose refuses to start without the credentials, each service gets only the
 ones it needs, and nothing but the two UIs is published (on loopback by default).
 
@@ -23,8 +23,7 @@ import pytest
 import yaml
 
 from flows.scaleout import VARIANT_DEPLOYMENT
-from ops import stack
-from slmops import events
+from ops import events, stack
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("sweep-worker", "variant-worker")

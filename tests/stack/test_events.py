@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from ops.events import EVENT, PATH_LABEL, RESOURCE_PREFIX, STATE_FILE, publish_checkpoint, watch
 from ops.stack import free_port
 from slmops.checkpoints import ALLOWED_ROOTS_VAR
 from slmops.errors import InputError, SlmopsError
-from slmops.events import EVENT, PATH_LABEL, RESOURCE_PREFIX, STATE_FILE, publish_checkpoint, watch
 
 
 def _cli_module() -> str:
-    """slmops's own CLI once it has the commands (slmops.cli calls slmops.events.add_cli), else slmops.events."""
+    """slmops's own CLI once it has the commands (slmops.cli calls ops.events.add_cli), else ops.events."""
     from slmops.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
-    return "slmops.cli" if "publish" in commands else "slmops.events"
+    return "slmops.cli" if "publish" in commands else "ops.events"
 
 
 @pytest.fixture

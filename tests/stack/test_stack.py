@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ops import events
 from ops.stack import DEFAULT_CRON, Postgres, main
-from slmops import events
 from slmops.config import SweepSpec
 from slmops.errors import SlmopsError
 from stack_helpers import (VARIANTS, prefect_client, publish, runs_by_worker, subflow_runs, wait_for_run,

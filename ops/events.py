@@ -3,7 +3,7 @@
     slmops publish /ckpts/step-1200                   # one checkpoint folder, now
     slmops watch /ckpts --interval 30                 # every new complete checkpoint folder that appears in /ckpts
     slmops watch /ckpts --once                        # one pass (two polls, `interval` apart), then exit
-    python -m slmops.events publish PATH              # the same commands, without the rest of slmops's CLI
+    python -m ops.events publish PATH                 # the same commands, without the rest of slmops's CLI
 
 The event carries the folder's absolute path (payload `path`, label `slmops.checkpoint.path`); the deployment
 `sweep-checkpoint/on-checkpoint` (deployments/prefect.yaml) takes it as its `checkpoint_path` parameter.
@@ -260,7 +260,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m slmops.events", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ops.events", description=__doc__.split("\n")[0])
     add_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:

@@ -26,6 +26,7 @@ RUN mkdir -p slmops flows tasks \
 
 # only what runs: no .venv, caches or outputs of the build context
 COPY slmops/ slmops/
+COPY ops/ ops/
 COPY flows/ flows/
 COPY tasks/ tasks/
 COPY configs/ configs/

@@ -1,7 +1,7 @@
 """Scale-out: the variants of one sweep as flow runs of the `variant/on-worker` deployment, spread over the workers
 of the `variants` queue; each worker's --limit caps the conversions its machine runs at once.
 
-    python -m slmops.stack up --variant-workers 2          # two workers on the variants queue
+    python -m ops.stack up --variant-workers 2          # two workers on the variants queue
     run_variants(job, variants)      # from quantization_sweep: inline, or on the workers (execution.variants_on)
 
 Every variant's flow run reads and writes the folders named in its VariantJob (work_dir, out_dir, the fp32 export),
@@ -62,7 +62,7 @@ def run_variants_on_workers(job: VariantJob, variants: list[Variant], deployment
             )
         except ObjectNotFound:
             raise SlmopsError(f"deployment {deployment_name!r} is not on the Prefect server; deploy it "
-                              "(python -m slmops.stack deploy)") from None
+                              "(python -m ops.stack deploy)") from None
         logger.info("[%d/%d] %s: submitted to the workers as flow run %s", index, len(variants), variant.name,
                     run.id)
         runs.append(run)
@@ -106,5 +106,5 @@ def _warn_if_no_worker(deployment_name: str, logger) -> None:
         queue = client.read_work_queue_by_name(deployment.work_queue_name, work_pool_name=deployment.work_pool_name)
         if str(queue.status).upper().endswith("NOT_READY"):
             logger.warning("no worker polls queue %r of pool %r: the variants wait until one starts "
-                           "(python -m slmops.stack up --variant-workers N)", deployment.work_queue_name,
+                           "(python -m ops.stack up --variant-workers N)", deployment.work_queue_name,
                            deployment.work_pool_name)

@@ -1,11 +1,11 @@
 """The flows the deployments run (deployments/prefect.yaml): a sweep of a spec file on a schedule, and a sweep of a
 checkpoint as soon as `slmops publish` / `slmops watch` announces it.
 
-    python -m slmops.stack up                     # deploys them on the stack's process work pool
+    python -m ops.stack up                        # deploys them on the stack's process work pool
     slmops publish /ckpts/step-1200               # a `checkpoint.published` event starts sweep_checkpoint
     prefect deployment run sweep-from-spec-file/nightly -p spec_path=configs/demo.yaml
 
-Both check their input before any work starts (slmops.events.validate_checkpoint): a model folder outside
+Both check their input before any work starts (slmops.checkpoints.validate_checkpoint): a model folder outside
 SLMOPS_ALLOWED_MODEL_ROOTS (symlinks and .. resolved; unset on the worker: every path is refused), a spec with
 model.trust_remote_code, or a folder that is not a safe model folder (slmops.source.validate_model_dir) fails the
 run at once with the reason. The publisher checked too, but the server side cannot trust it.
@@ -19,9 +19,9 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.quantization_sweep import quantization_sweep
+from slmops.checkpoints import check_inside_roots, validate_checkpoint
 from slmops.config import SweepSpec, load_spec, with_model_path
 from slmops.errors import InputError
-from slmops.events import check_inside_roots, validate_checkpoint
 from slmops.workspace import configure_environment, default_work_dir
 
 

@@ -2,7 +2,7 @@
 variants' flow runs, its artifacts) and the MLflow UI comparing the sweep's variants. Headless Debian chromium.
 
     .venv/bin/python scripts/screenshots.py                             # a stack of its own, stopped afterwards
-    .venv/bin/python scripts/screenshots.py --stack-dir .slmops/stack   # a running `python -m slmops.stack up`
+    .venv/bin/python scripts/screenshots.py --stack-dir .slmops/stack   # a running `python -m ops.stack up`
     .venv/bin/python scripts/screenshots.py --checkpoint PATH --out docs
 
 The checkpoint defaults to the demo model ($SLMOPS_HOME/demo-model, trained once if missing). It is published as a
@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ops.stack import Stack  # noqa: E402
 from slmops.errors import SlmopsError  # noqa: E402
-from slmops.stack import Stack  # noqa: E402
 
 TRIGGERED = "sweep-checkpoint/on-checkpoint"
 
@@ -217,7 +217,7 @@ def mlflow_compare_url(stack: Stack, report: dict) -> str:
 
 def take(stack: Stack, checkpoint: Path, out_dir: Path) -> list[Path]:
     """Publish the checkpoint, wait for its sweep, and photograph both UIs."""
-    from slmops.events import publish_checkpoint
+    from ops.events import publish_checkpoint
 
     since = datetime.now(timezone.utc)
     publish_checkpoint(checkpoint, api_url=stack.prefect_api_url)

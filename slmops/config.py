@@ -217,7 +217,7 @@ class PromotionSpec(_Strict):
 class ExecutionSpec(_Strict):
     variants_on: Literal["inline", "workers"] = Field(
         "inline", description="inline: the variants one after another in the sweep's process; workers: each a flow "
-        "run of the variant deployment, in parallel on the workers of its queue (python -m slmops.stack up "
+        "run of the variant deployment, in parallel on the workers of its queue (python -m ops.stack up "
         "--variant-workers N)")
     deployment: str = Field("variant/on-worker", description="The variant deployment, <flow>/<deployment>, when "
                                                               "variants_on is workers")

@@ -16,7 +16,7 @@ from slmops.errors import SlmopsError
 
 def build_parser() -> argparse.ArgumentParser:
     from slmops.cli import foundry, registry, sweep
-    from slmops.events import add_cli as add_event_commands
+    from ops.events import add_cli as add_event_commands
 
     parser = argparse.ArgumentParser(prog="slmops", description="Convert, quantize, register, measure and promote "
                                                                 "small language models")

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest tests/stack            # about 4 minutes on 2 cores; -m "not slow" leaves the stack out
 
-PostgreSQL is installed with apt-get by slmops.stack when it is missing (as root). Every port is a free one, every
+PostgreSQL is installed with apt-get by ops.stack when it is missing (as root). Every port is a free one, every
 folder a temporary one, every credential a fresh random one: the stack touches nothing of the developer's.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from slmops.stack import Stack
+from ops.stack import Stack
 from stack_helpers import write_sweep_spec
 
 
@@ -26,7 +26,7 @@ def pytest_configure(config):
 
 def new_credentials() -> dict[str, str]:
     """What a user puts in .env: a random secret for each credential the stack needs."""
-    from slmops.stack import SECRET_VARS
+    from ops.stack import SECRET_VARS
 
     return {name: secrets.token_urlsafe(24) for name in SECRET_VARS}
 

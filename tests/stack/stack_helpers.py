@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from slmops.stack import Stack
+from ops.stack import Stack
 
 VARIANTS = [{"name": "fp32", "precision": "fp32"}, {"name": "int8", "precision": "int8"},
             {"name": "int4-b32", "precision": "int4", "block_size": 32}]
@@ -27,7 +27,7 @@ def write_sweep_spec(path: Path, model: Path, name: str = "tiny", variants: list
 def stack_settings(st: Stack):
     """Prefect settings of the stack's server and auth string (this session's own test server stays the default
     elsewhere)."""
-    from slmops.stack import prefect_settings
+    from ops.stack import prefect_settings
 
     return prefect_settings(st.prefect_api_url, st.client_env(with_secrets=True)["PREFECT_API_AUTH_STRING"])
 
@@ -44,7 +44,7 @@ def prefect_client(st: Stack):
 
 def publish(st: Stack, path: Path, **kwargs) -> dict:
     """slmops publish to the stack, as a client holding its auth string."""
-    from slmops.events import publish_checkpoint
+    from ops.events import publish_checkpoint
 
     with stack_settings(st):
         return publish_checkpoint(path, api_url=st.prefect_api_url, **kwargs)

@@ -2,7 +2,7 @@
 
 No Docker engine runs here, so the compose file is read, its ${VARIABLES} filled in from .env.example (plus a
 value for each credential, which .env.example leaves empty) the way compose does, and every name, port, URL and
-command is checked against the service it points at and against slmops.stack, slmops.events, flows/ and
+command is checked against the service it points at and against ops.stack, ops.events, flows/ and
 deployments/prefect.yaml; and that compose refuses to start without the credentials, each service gets only the
 ones it needs, and nothing but the two UIs is published (on loopback by default).
 
@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from flows.scaleout import VARIANT_DEPLOYMENT
-from slmops import events, stack
+from ops import events, stack
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("sweep-worker", "variant-worker")
@@ -237,7 +237,7 @@ def test_the_workers_share_one_work_folder_and_the_image_holds_the_code_where_th
         home = env["SLMOPS_HOME"]
         assert env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"].startswith(home)
         assert any(v.endswith(f":{home}") and v.split(":")[0] in compose["volumes"] for v in service["volumes"])
-    for folder in ("slmops", "flows", "tasks", "configs", "deployments"):
+    for folder in ("slmops", "ops", "flows", "tasks", "configs", "deployments"):
         assert re.search(rf"^COPY {folder}/ {folder}/$", dockerfile, re.M), f"the image lacks {folder}/"
 
 
@@ -251,7 +251,7 @@ def test_deploy_gets_the_schedule_and_spec_prefect_yaml_reads(compose, prefect_y
     from prefect.client.schemas.schedules import CronSchedule
 
     CronSchedule(cron=env["SLMOPS_SWEEP_CRON"])  # raises on a bad cron
-    assert command(compose["services"]["deploy"])[:4] == ["python", "-m", "slmops.stack", "deploy"]
+    assert command(compose["services"]["deploy"])[:4] == ["python", "-m", "ops.stack", "deploy"]
 
 
 def test_every_variable_of_the_compose_file_is_in_env_example_and_none_is_unused(raw):

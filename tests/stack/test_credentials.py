@@ -1,4 +1,4 @@
-"""`python -m slmops.stack up` refuses to start without the credentials, with a placeholder or with a weak one: one
+"""`python -m ops.stack up` refuses to start without the credentials, with a placeholder or with a weak one: one
 line naming the variable, exit 2, nothing started or written (docs/security.md).
 
     .venv/bin/python -m pytest tests/stack/test_credentials.py      # no stack: a few seconds
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from slmops import stack
-from slmops.stack import MIN_SECRET_CHARS, SECRET_VARS, USER_VARS, main, read_env_file
+from ops import stack
+from ops.stack import MIN_SECRET_CHARS, SECRET_VARS, USER_VARS, main, read_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def test_up_without_credentials_exits_2_naming_the_first_missing_variable(clean_
 
 def test_the_command_itself_exits_2_before_starting_anything(clean_env):
     env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
-    done = subprocess.run([sys.executable, "-m", "slmops.stack", "--dir", str(clean_env / "state"), "up"],
+    done = subprocess.run([sys.executable, "-m", "ops.stack", "--dir", str(clean_env / "state"), "up"],
                           capture_output=True, text=True, env=env, cwd=clean_env, timeout=120)
     assert done.returncode == 2
     assert done.stderr.startswith("error: SLMOPS_PREFECT_AUTH_STRING is not set") and done.stdout == ""

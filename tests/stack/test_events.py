@@ -16,18 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from ops.events import EVENT, PATH_LABEL, RESOURCE_PREFIX, STATE_FILE, publish_checkpoint, watch
+from ops.stack import free_port
+from slmops.checkpoints import ALLOWED_ROOTS_VAR
 from slmops.errors import InputError, SlmopsError
-from slmops.events import (ALLOWED_ROOTS_VAR, EVENT, PATH_LABEL, RESOURCE_PREFIX, STATE_FILE, publish_checkpoint,
-                           watch)
-from slmops.stack import free_port
 
 
 def _cli_module() -> str:
-    """slmops's own CLI once it has the commands (slmops.cli calls slmops.events.add_cli), else slmops.events."""
+    """slmops's own CLI once it has the commands (slmops.cli calls ops.events.add_cli), else ops.events."""
     from slmops.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
-    return "slmops.cli" if "publish" in commands else "slmops.events"
+    return "slmops.cli" if "publish" in commands else "ops.events"
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_publish_command_exits_non_zero_with_one_line_when_the_server_is_unreach
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"error: the Prefect server at {dead_api} (PREFECT_API_URL) is unreachable ([Errno 111] Connection refused); "
-        "start it (python -m slmops.stack up) or point PREFECT_API_URL at its /api address"]
+        "start it (python -m ops.stack up) or point PREFECT_API_URL at its /api address"]
 
 
 def test_publish_without_prefect_api_url_names_the_variable(tiny_model, tmp_path):
@@ -102,11 +102,11 @@ def test_publish_refuses_a_folder_that_is_not_a_model_before_contacting_anything
 
 
 def test_deploy_fails_with_the_address_when_the_prefect_server_is_unreachable(dead_api):
-    done = subprocess.run([sys.executable, "-m", "slmops.stack", "deploy", "--api-url", dead_api],
+    done = subprocess.run([sys.executable, "-m", "ops.stack", "deploy", "--api-url", dead_api],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip() == (f"error: the Prefect server at {dead_api} is unreachable; start it (python -m "
-                                   "slmops.stack up) or set PREFECT_API_URL to its /api address")
+                                   "ops.stack up) or set PREFECT_API_URL to its /api address")
 
 
 def _checkpoints(root: Path, tiny_model: Path, *names: str) -> list[Path]:

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from slmops import events
+from ops import events
+from ops.stack import DEFAULT_CRON, Postgres, main
 from slmops.config import SweepSpec
 from slmops.errors import SlmopsError
-from slmops.stack import DEFAULT_CRON, Postgres, main
 from stack_helpers import (VARIANTS, prefect_client, publish, runs_by_worker, subflow_runs, wait_for_run,
                            write_sweep_spec)
 
@@ -228,7 +228,7 @@ def test_each_server_refuses_requests_without_credentials_or_with_a_wrong_one(st
     # the events websocket (what `slmops publish` and a trigger use) refuses a wrong auth string too
     from prefect.events.clients import PrefectEventsClient
 
-    from slmops.stack import prefect_settings
+    from ops.stack import prefect_settings
 
     async def emit() -> None:
         async with PrefectEventsClient(api_url=api, reconnection_attempts=0, checkpoint_every=1) as client:
@@ -250,7 +250,7 @@ def test_the_pipelines_mlflow_user_is_no_admin_and_sees_only_what_it_owns(stack)
                    {"username": f"intruder{time.monotonic_ns()}", "password": "a-long-password-1"}) == 403
 
     # rotating its password (what `up` does with a new SLMOPS_MLFLOW_PASSWORD): the old one stops working
-    from slmops.stack import ensure_mlflow_user
+    from ops.stack import ensure_mlflow_user
 
     user, old_password = users["pipeline"]
     search = f"{base}/experiments/search?max_results=1"
@@ -289,7 +289,7 @@ def test_no_secret_is_left_in_logs_stores_artifacts_or_flow_runs(stack, capsys):
     dump, and what the Prefect and MLflow APIs give back hold none of the credentials (nor their Basic forms)."""
     import os
 
-    from slmops.stack import GENERATED_VARS, SECRET_VARS
+    from ops.stack import GENERATED_VARS, SECRET_VARS
 
     assert list(stack.work_dir.glob("sweeps/*/*/report.json")), "the module's sweeps ran through this stack"
     needles = {name: stack.secrets[name] for name in (*SECRET_VARS, *GENERATED_VARS)}

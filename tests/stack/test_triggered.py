@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from flows.triggered import latest_checkpoint, spec_for_checkpoint
+from slmops.checkpoints import ALLOWED_ROOTS_VAR
 from slmops.errors import InputError, SpecError
-from slmops.events import ALLOWED_ROOTS_VAR
 from stack_helpers import write_sweep_spec
 
 

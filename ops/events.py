@@ -3,16 +3,14 @@
     slmops publish /ckpts/step-1200                   # one checkpoint folder, now
     slmops watch /ckpts --interval 30                 # every new complete checkpoint folder that appears in /ckpts
     slmops watch /ckpts --once                        # one pass (two polls, `interval` apart), then exit
-    python -m slmops.events publish PATH              # the same commands, without the rest of slmops's CLI
+    python -m ops.events publish PATH                 # the same commands, without the rest of slmops's CLI
 
 The event carries the folder's absolute path (payload `path`, label `slmops.checkpoint.path`); the deployment
 `sweep-checkpoint/on-checkpoint` (deployments/prefect.yaml) takes it as its `checkpoint_path` parameter.
 
-A checkpoint is input from outside: validate_checkpoint refuses a folder outside SLMOPS_ALLOWED_MODEL_ROOTS (after
-resolving symlinks and ..), one that is not a safe model folder (slmops.source.validate_model_dir: safetensors,
-no pickle weights unless allowed, no symlink out of it) and a spec that would run the folder's own code. `publish`
-and `watch` check what they can before sending; the triggered flows (flows/triggered.py) check again on the
-worker, since the server side cannot trust a publisher.
+A checkpoint is input from outside: `publish` and `watch` check what they can before sending, with the checks of
+slmops.checkpoints (inside SLMOPS_ALLOWED_MODEL_ROOTS, a safe model folder); the triggered flows
+(flows/triggered.py) check again on the worker, since the server side cannot trust a publisher.
 """
 
 from __future__ import annotations
@@ -30,9 +28,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+# ALLOWED_ROOTS_VAR too: what a publisher sets to check as the workers do
+from slmops.checkpoints import ALLOWED_ROOTS_VAR, check_inside_roots, validate_checkpoint  # noqa: F401
 from slmops.errors import InputError, SlmopsError
 
-ALLOWED_ROOTS_VAR = "SLMOPS_ALLOWED_MODEL_ROOTS"
 EVENT = "checkpoint.published"
 RESOURCE_PREFIX = "slmops.checkpoint."
 PATH_LABEL = "slmops.checkpoint.path"
@@ -48,46 +47,8 @@ def resolve_api_url(api_url: str | None = None) -> str:
         url = get_current_settings().api.url
     if not url:
         raise SlmopsError("PREFECT_API_URL is not set: a checkpoint event needs a running Prefect server; start the "
-                          "stack (python -m slmops.stack up) and export the PREFECT_API_URL it prints")
+                          "stack (python -m ops.stack up) and export the PREFECT_API_URL it prints")
     return url.rstrip("/")
-
-
-def allowed_model_roots(environ: dict[str, str] | None = None) -> list[Path] | None:
-    """The real paths of SLMOPS_ALLOWED_MODEL_ROOTS (colon-separated), or None when it is unset or empty."""
-    raw = (os.environ if environ is None else environ).get(ALLOWED_ROOTS_VAR, "")
-    roots = [Path(os.path.realpath(os.path.expanduser(r))) for r in raw.split(":") if r.strip()]
-    return roots or None
-
-
-def check_inside_roots(path: str | Path, require: bool = False) -> Path:
-    """The real path of `path` (symlinks and .. resolved) when it lies in an allowed root; InputError when not,
-    or when require and SLMOPS_ALLOWED_MODEL_ROOTS is not set."""
-    real = Path(os.path.realpath(Path(path).expanduser()))
-    roots = allowed_model_roots()
-    if roots is None:
-        if require:
-            raise InputError(f"{ALLOWED_ROOTS_VAR} is not set where this runs: set it to the folders checkpoints may "
-                             "come from (colon-separated); the stack sets it on its workers")
-        return real
-    if not any(real == root or root in real.parents for root in roots):
-        shown = f"{path} (resolves to {real})" if str(real) != str(path) else str(path)
-        raise InputError(f"{shown} is outside the folders checkpoints may come from ({ALLOWED_ROOTS_VAR}="
-                         f"{':'.join(map(str, roots))}): refused before any work")
-    return real
-
-
-def validate_checkpoint(path: str | Path, allow_pickle: bool = False, trust_remote_code: bool = False,
-                        require_roots: bool = False) -> Path:
-    """The real path of a checkpoint folder that came from outside, once it is safe to sweep: inside the allowed
-    roots, never run with the folder's own code, and a model folder validate_model_dir accepts."""
-    from slmops.source import validate_model_dir
-
-    real = check_inside_roots(path, require_roots)
-    if trust_remote_code:
-        raise InputError(f"{path}: the spec sets model.trust_remote_code, which would run code shipped in a "
-                         "checkpoint from outside; a published checkpoint is swept only without it")
-    validate_model_dir(real, allow_pickle)
-    return real
 
 
 def _auth_header() -> dict[str, str]:
@@ -113,7 +74,7 @@ def check_server(api_url: str, timeout_s: float = 5.0) -> None:
         problem = str(getattr(err, "reason", err))
     if problem:
         raise SlmopsError(f"the Prefect server at {api_url} (PREFECT_API_URL) is unreachable ({problem}); start it "
-                          "(python -m slmops.stack up) or point PREFECT_API_URL at its /api address")
+                          "(python -m ops.stack up) or point PREFECT_API_URL at its /api address")
     request = urllib.request.Request(f"{api_url}/admin/version", headers=_auth_header())
     try:
         with urllib.request.urlopen(request, timeout=timeout_s):  # noqa: S310 (user's server)
@@ -121,7 +82,7 @@ def check_server(api_url: str, timeout_s: float = 5.0) -> None:
     except urllib.error.HTTPError as err:
         if err.code == 401:
             raise SlmopsError(f"the Prefect server at {api_url} refused this client's credentials (HTTP 401): set "
-                              "PREFECT_API_AUTH_STRING to its API auth string (python -m slmops.stack env says "
+                              "PREFECT_API_AUTH_STRING to its API auth string (python -m ops.stack env says "
                               "where it is)") from None
     except (urllib.error.URLError, OSError):
         return  # it answered its health check a moment ago: sending the event will say what is wrong
@@ -299,7 +260,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m slmops.events", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ops.events", description=__doc__.split("\n")[0])
     add_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:

@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Re-install only when the pins change. torch==2.13.0 is the CPU build on this machine's disk (STACK.md).
+# Re-install only when the pins change. torch==2.13.0 is the CPU build on this machine's disk (docs/toolchain.md).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"

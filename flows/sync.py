@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow
 
 from flows.quantization_sweep import promote_sweep
-from slmops.adapters.tracking import Tracker, default_tracking_uri
+from slmops.adapters.tracking import check_reachable, default_tracking_uri
 from slmops.config import parse_spec
 from slmops.errors import InputError
 from slmops.files import read_json, write_json
@@ -31,7 +31,7 @@ def sync_sweep(out_dir: str, work_dir: str | None = None) -> dict[str, Any]:
         raise InputError(f"{ws.report}: no report to sync; run the sweep first")
     spec = parse_spec(doc["spec"], f"{ws.report} (spec)")
     tracking_uri = default_tracking_uri(ws.work_dir)
-    Tracker(tracking_uri).check_reachable()
+    check_reachable(tracking_uri)
     versions, sweep_id, sha = doc["tool_versions"], doc["sweep_id"], doc["source_model"]["sha256"]
     parent = track_sweep(tracking_uri, str(ws.mlartifacts), spec, sweep_id, doc["source_model"]["path"], sha,
                          versions)

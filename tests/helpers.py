@@ -96,3 +96,29 @@ def stop_server(proc) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def processes_with_env(name: str, value: str) -> list:
+    """Live processes whose environment holds name=value (a test gives its command a unique PREFECT_HOME, say)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get(name) == value and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def wait_until_none(name: str, value: str, timeout_s: float = 20.0) -> list:
+    """processes_with_env after they had up to timeout_s to exit (a SIGTERM'd server shuts down in a moment)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = processes_with_env(name, value)
+        if not left or time.monotonic() > deadline:
+            return [f"{p.pid}: {' '.join(p.cmdline())[:200]}" for p in left]
+        time.sleep(0.2)

@@ -21,22 +21,17 @@ process). What was verified about it, and designed around here:
 * ``ChatSession`` applies the folder's own chat template (not ``inference_model.json``), is stateful across turns
   (one session per request here), and ``Request.cancel()`` from another thread stops a request in flight.
 
-slmops keeps its own index, ``<cache>/slmops-registry.json`` (name -> versions with content hash, folder, time,
-metadata), under an ``fcntl.flock`` held across the whole registration, so two processes registering at once
-both land and never pick the same version.
+slmops keeps its own index of what it registered (foundry_index.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +59,12 @@ from foundry_local_sdk import (  # noqa: E402
     TextItem,
 )
 
+from slmops.adapters.foundry_index import INDEX_NAME, RegistrationIndex  # noqa: F401 (INDEX_NAME: the file's name)
+from slmops.adapters.watchdog import Watchdog
 from slmops.errors import InputError, SpecError, ToolchainError, VariantError
-from slmops.files import folder_size, write_json
+from slmops.files import folder_size
 from slmops.names import NAME_RULE, is_valid_name
 
-INDEX_NAME = "slmops-registry.json"
-LOCK_NAME = "slmops-registry.lock"
 TASK = "chat-completion"
 DEVICE_TYPE = "CPU"
 EXECUTION_PROVIDER = "CPUExecutionProvider"
@@ -130,34 +125,7 @@ class FoundryLocal:
         _check_writable(self.cache_dir)
         self._manager = _open_manager(self.cache_dir, app_name)
         self._catalog = self._manager.get_catalog(CatalogType.LOCAL)
-        self._index_path = self.cache_dir / INDEX_NAME
-        self._lock_path = self.cache_dir / LOCK_NAME
-
-    # -- index ---------------------------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[dict[str, list[dict[str, Any]]]]:
-        """The index, read under the lock file; with exclusive, written back (atomically) before the lock is freed."""
-        with open(self._lock_path, "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            try:
-                index = self._read_index()
-                before = json.dumps(index, sort_keys=True)
-                yield index
-                if exclusive and json.dumps(index, sort_keys=True) != before:
-                    write_json(self._index_path, index)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _read_index(self) -> dict[str, list[dict[str, Any]]]:
-        if not self._index_path.is_file():
-            return {}
-        try:
-            data = json.loads(self._index_path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            # written atomically, so this is damage from outside: say so rather than start over and lose versions
-            raise ToolchainError(f"{self._index_path} is not valid JSON ({exc}); restore or delete it") from exc
-        return data if isinstance(data, dict) else {}
+        self._index = RegistrationIndex(self.cache_dir)
 
     # -- registration ----------------------------------------------------------------------------------------------
 
@@ -178,7 +146,7 @@ class FoundryLocal:
             **{k: v for k, v in metadata.items() if k not in ("task", "device_type", "execution_provider")},
         }
 
-        with self._locked(exclusive=True) as index:
+        with self._index.locked(exclusive=True) as index:
             entries = index.setdefault(name, [])
             for entry in entries:
                 if entry["content_hash"] == content_hash:
@@ -191,7 +159,7 @@ class FoundryLocal:
             taken = self._catalog.get_model_variant(model_id)
             if taken is not None and taken.get_string_property("slmops_content_hash") == content_hash:
                 # registered by slmops with this content but missing from the index (index deleted): adopt it
-                entries.append(self._entry(version, content_hash, Path(taken.get_path()), record))
+                entries.append(RegistrationIndex.entry(version, content_hash, Path(taken.get_path()), record))
                 return model_id
             if taken is not None:
                 raise VariantError(
@@ -200,18 +168,8 @@ class FoundryLocal:
                     f"nothing was changed: remove it (slmops foundry remove {model_id}) or use another model name"
                 )
             self._foundry_register(variant_dir, model_id, record, content_hash)
-            entries.append(self._entry(version, content_hash, variant_dir, record))
+            entries.append(RegistrationIndex.entry(version, content_hash, variant_dir, record))
             return model_id
-
-    @staticmethod
-    def _entry(version: int, content_hash: str, path: Path, record: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "version": version,
-            "content_hash": content_hash,
-            "path": str(path),
-            "registered_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "metadata": record,
-        }
 
     def _ensure_registered(
         self, model_id: str, entry: dict[str, Any], variant_dir: Path, record: dict[str, Any], content_hash: str
@@ -290,7 +248,7 @@ class FoundryLocal:
             "completion_tokens": 0,
         }
         loaded_here = False
-        watchdog: _Watchdog | None = None
+        watchdog: Watchdog | None = None
         started = time.perf_counter()
         try:
             if not model.is_loaded:
@@ -302,7 +260,7 @@ class FoundryLocal:
                 session.set_options(options)
                 with Request().add_item(MessageItem.user(prompt)) as request:
                     asked = time.perf_counter()
-                    with _Watchdog(request, timeout_s) as watchdog:
+                    with Watchdog(request, timeout_s) as watchdog:
                         with session.process_request(request) as response:
                             result["answer"] = "".join(_texts(response))
                             finish, usage = response.finish_reason, response.get_usage()
@@ -358,7 +316,7 @@ class FoundryLocal:
 
     def list(self) -> list[dict[str, Any]]:
         """Every variant slmops registered here, like ``foundry cache ls``, with whether its folder still exists."""
-        with self._locked(exclusive=False) as index:
+        with self._index.locked(exclusive=False) as index:
             entries = [(name, dict(e)) for name, versions in index.items() for e in versions]
         rows = []
         for name, entry in sorted(entries, key=lambda ne: (ne[0], ne[1]["version"])):
@@ -386,7 +344,7 @@ class FoundryLocal:
         if not _ID_RE.match(model_id):
             raise InputError(f"{model_id!r} is not a Foundry Local id (name:version); `slmops foundry list` shows them")
         name, version = model_id.rsplit(":", 1)
-        with self._locked(exclusive=True) as index:
+        with self._index.locked(exclusive=True) as index:
             versions = index.get(name, [])
             kept = [e for e in versions if e["version"] != int(version)]
             registered = self._catalog.get_model_variant(model_id)
@@ -411,39 +369,6 @@ class FoundryLocal:
         with _MANAGER_LOCK:
             if FoundryLocalManager.instance is self._manager:
                 self._manager.close()
-
-
-class _Watchdog:
-    """Cancels a request still running after timeout_s, from a thread of its own."""
-
-    def __init__(self, request: Request, timeout_s: float) -> None:
-        self.fired = False
-        self._request = request
-        self._timeout_s = timeout_s
-        self._done = threading.Event()
-        self._lock = threading.Lock()  # never cancel a request that has finished (and may be released)
-        self._thread = threading.Thread(target=self._run, name="slmops-foundry-watchdog", daemon=True)
-
-    def _run(self) -> None:
-        if self._done.wait(self._timeout_s):
-            return
-        self.fired = True
-        # cancel() only reaches a request the runtime is processing: repeat until it has stopped
-        while True:
-            with self._lock:
-                if self._done.is_set():
-                    return
-                self._request.cancel()
-            self._done.wait(0.01)
-
-    def __enter__(self) -> _Watchdog:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        with self._lock:
-            self._done.set()
-        self._thread.join()
 
 
 def _texts(response: Any) -> Iterator[str]:

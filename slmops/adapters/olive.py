@@ -142,7 +142,9 @@ def run_workflow(config: dict, what: str, log_file: Path) -> Path:
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _quiet_telemetry()
-    from olive.workflows import run as olive_run  # 15-20 s the first time: imported only when something converts
+    from olive.workflows import (
+        run as olive_run,  # 15-20 s the first time: imported only when something converts
+    )
 
     output_dir = Path(config["output_dir"])
     capture = _Capture()

@@ -19,7 +19,7 @@ SWEEP_TAG = "slmops.sweep_id"
 KIND_TAG = "slmops.kind"
 VARIANT_TAG = "slmops.variant"
 
-# A tracking server that is down makes the client retry for about 4 minutes by default (measured, STACK.md):
+# A tracking server that is down makes the client retry for about 4 minutes by default (measured, docs/toolchain.md):
 # bound it so a dead server is reported in seconds; Prefect's task retries take over from there.
 _HTTP_BOUNDS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -70,6 +70,29 @@ def _is_connection_problem(err: Exception) -> bool:
                                    "Read timed out", "503", "502", "504", "database is locked"))
 
 
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """For a tracking server: fail in seconds, before any work, when it does not answer its health check."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    url = f"{tracking_uri.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (the user's server)
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):  # a server with authentication answers; the client's credentials decide
+            return
+        problem = f"HTTP {err.code}"
+    except (urllib.error.URLError, OSError) as err:
+        problem = str(getattr(err, "reason", err))
+    raise SlmopsError(f"MLflow tracking server {tracking_uri} is unreachable ({problem}); start it, or "
+                      "unset MLFLOW_TRACKING_URI to use the embedded store")
+
+
 class Tracker:
     """The MLflow calls slmops makes, against one tracking URI."""
 
@@ -93,27 +116,8 @@ class Tracker:
                 raise TransientError(f"MLflow at {self.tracking_uri} is unreachable: {err}") from err
             raise
 
-    def check_reachable(self, timeout_s: float = 5.0) -> None:
-        """For a tracking server: fail in seconds, before any work, when it does not answer its health check."""
-        if not self.tracking_uri.startswith(("http://", "https://")):
-            return
-        import urllib.error
-        import urllib.request
-
-        url = f"{self.tracking_uri.rstrip('/')}/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (the user's server)
-                if response.status == 200:
-                    return
-                problem = f"HTTP {response.status}"
-        except urllib.error.HTTPError as err:
-            if err.code in (401, 403):  # a server with authentication answers; the client's credentials decide
-                return
-            problem = f"HTTP {err.code}"
-        except (urllib.error.URLError, OSError) as err:
-            problem = str(getattr(err, "reason", err))
-        raise SlmopsError(f"MLflow tracking server {self.tracking_uri} is unreachable ({problem}); start it, or "
-                          "unset MLFLOW_TRACKING_URI to use the embedded store")
+    def check_reachable(self) -> None:
+        check_reachable(self.tracking_uri)
 
     def experiment_id(self, name: str) -> str:
         exp = self._call(self.client.get_experiment_by_name, name)
@@ -163,8 +167,9 @@ class Tracker:
 
     def log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
             tags: dict[str, str] | None = None) -> None:
-        from mlflow.entities import Metric, Param, RunTag
         import time
+
+        from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         self._call(

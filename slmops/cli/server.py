@@ -17,9 +17,7 @@ ends.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,25 +27,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from slmops.children import dies_with_parent
 from slmops.errors import SlmopsError
 
 TIMEOUT_VAR = "SLMOPS_PREFECT_STARTUP_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 120.0
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with(parent: int):
-    """preexec_fn: the child gets SIGTERM when the process that started it dies, however it dies."""
-
-    def set_parent_death_signal() -> None:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (AttributeError, OSError):  # not Linux: the command's own stop() is all there is
-            return
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os._exit(1)
-
-    return set_parent_death_signal
 
 
 def _free_port() -> int:
@@ -91,7 +75,7 @@ class TemporaryServer:
                "PREFECT__SERVER_FINAL": "1"}
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with(os.getpid()))
+                                            stdin=subprocess.DEVNULL, preexec_fn=dies_with_parent())
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Block until the server answers its health check; stop it and raise when it dies or the deadline passes."""

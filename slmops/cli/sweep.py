@@ -101,9 +101,9 @@ def _run_sweep(spec, out: Path, work: Path, sweep_id: str | None) -> int:
 
     ws = Workspace.of(out, work)
     preflight(spec, ws)  # bad input: one line and exit 2 before Prefect or MLflow start
-    from slmops.adapters.tracking import Tracker, default_tracking_uri
+    from slmops.adapters.tracking import check_reachable, default_tracking_uri
 
-    Tracker(default_tracking_uri(work)).check_reachable()
+    check_reachable(default_tracking_uri(work))
     started = time.perf_counter()
     with _flows_on_prefect(work, "flows.quantization_sweep"):
         from flows.quantization_sweep import quantization_sweep

@@ -2,7 +2,7 @@
 
     python -c "from slmops.demo.model import make_demo_model; make_demo_model('out/demo-model')"
 
-No model can be downloaded here (../shared/STACK.md, "Models"), so the demo makes its own: a byte-level BPE
+No model can be downloaded here (docs/toolchain.md, "Models made here"), so the demo makes its own: a byte-level BPE
 tokenizer, a ChatML chat template and a 4-layer Qwen2 model that memorises the colour and price of 96 products,
 saved with ``save_pretrained`` beside ``eval.jsonl`` (the questions and their exact answers). Everything is
 seeded, so the same seed gives the same tokenizer, data and weights on the same machine.
@@ -56,7 +56,7 @@ BATCH_SIZE = 32
 PEAK_LR = 3e-3
 THREADS = 2
 
-# Word-named products: number- or code-named keys (SKU-017) were not learnt in the same budget (STACK.md).
+# Word-named products: number- or code-named keys (SKU-017) were not learnt in the same budget (docs/toolchain.md).
 NAME_WORDS = [
     "amber", "birch", "cedar", "dune", "ember", "fern", "glade", "harbor", "iris", "juniper", "kestrel", "lotus",
     "marsh", "nimbus", "oak", "pebble", "quartz", "raven", "sable", "thistle", "umber", "violet", "willow", "yarrow",
@@ -167,7 +167,7 @@ def prepare_demo_assets(folder: str | Path, seed: int = 0) -> Any:
         for pair in qa_pairs:
             handle.write(json.dumps(pair, ensure_ascii=False) + "\n")
 
-    # The trap of STACK.md: a reader rebuilds the tokenizer from the folder by model_type; train with that one.
+    # The tokenizer trap (docs/toolchain.md): a reader rebuilds the tokenizer from the folder by model_type; train with that one.
     reloaded = AutoTokenizer.from_pretrained(folder)
     for pair in qa_pairs:
         for text in (pair["prompt"], pair["reference"]):

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from slmops.children import dies_with_parent
 from slmops.errors import VariantError
 from slmops.evalset import load_eval_set
 from slmops.evaluate.memory import PeakRssSampler
@@ -101,7 +102,7 @@ def run_worker(mode: str, request: dict[str, Any], out_dir: Path, timeout_s: flo
     with open(stderr_path, "wb") as stderr, open(stdout_path, "w", encoding="utf-8") as chatter:
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=stderr, env=_worker_env(), text=True, encoding="utf-8",
-            errors="replace",
+            errors="replace", preexec_fn=dies_with_parent(),  # a killed sweep leaves no measurement running
         )
 
         def read_stdout() -> None:

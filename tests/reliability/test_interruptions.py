@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from helpers import write_spec
+from helpers import wait_until_none, write_spec
 
 VARIANTS = [{"name": "fp32", "precision": "fp32"}, {"name": "int8", "precision": "int8"},
             {"name": "int4-b32", "precision": "int4", "block_size": 32, "symmetric": False},
@@ -47,10 +47,11 @@ def runs_of(work: Path, sweep_id: str) -> list:
 def test_a_sweep_killed_mid_conversion_resumes_without_loss_or_duplicates(demo_model, tmp_path):
     work, out = tmp_path / "work", tmp_path / "out"
     spec = write_spec(tmp_path / "s.yaml", demo_model, VARIANTS, name="demo")
-    # a session of its own, so that what the killed sweep leaves running (Prefect's temporary server) can be
-    # stopped afterwards; the fault itself is SIGKILL of the sweep's process alone
+    # a PREFECT_HOME of its own: every process the sweep starts carries it, which is how the test finds them
+    env = {**env_for(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen(sweep_cmd(spec, out, work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env_for(tmp_path), start_new_session=True)
+                            env=env)
     deadline = time.monotonic() + 300
     staging = []
     while time.monotonic() < deadline and proc.poll() is None:
@@ -61,16 +62,14 @@ def test_a_sweep_killed_mid_conversion_resumes_without_loss_or_duplicates(demo_m
     assert staging, "the sweep never reached the conversion of int4-b32"
     os.kill(proc.pid, signal.SIGKILL)  # while int4-b32 converts
     proc.wait()
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # its orphans (the temporary Prefect server), not part of the fault
-    except ProcessLookupError:
-        pass
+    assert wait_until_none("PREFECT_HOME", env["PREFECT_HOME"]) == [], "the killed sweep left a process running"
     assert not (out / "variants" / "int4-b32").exists(), "a half-written variant folder was published"
     interrupted = json.loads((out / ".slmops-sweep.json").read_text())
 
-    result = subprocess.run(sweep_cmd(spec, out, work), capture_output=True, text=True, timeout=600,
-                            env=env_for(tmp_path))
+    result = subprocess.run(sweep_cmd(spec, out, work), capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert wait_until_none("PREFECT_HOME", env["PREFECT_HOME"]) == [], "the resumed sweep left a process running"
     report = json.loads((out / "report.json").read_text())
     statuses = {v["name"]: v["status"] for v in report["variants"]}
     assert statuses == {"fp32": "cached", "int8": "cached", "int4-b32": "succeeded", "int4-b128": "succeeded"}

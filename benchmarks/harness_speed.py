@@ -28,26 +28,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from slmops.adapters.foundry import FoundryLocal
     from slmops.evaluate import speed
-    from slmops.evaluate.worker import hold_loaded
+    from slmops.evaluate.worker import Variant
 
     evaluation = json.loads(args.speed_json.read_text())
     rows = evaluation["details"]["speed_by_length"]
     prompts = [speed.LengthPrompt(int(target), row["prompt"], row["prompt_tokens"], row["clipped"])
                for target, row in rows.items()]
-    foundry = FoundryLocal(args.foundry_cache)
-
-    def chat(prompt: str, max_tokens: int):
-        return foundry.chat_stream(args.model_id, prompt, max_tokens=max_tokens, temperature=0.0)
-
+    variant = Variant({"settings": evaluation["settings"], "variant_dir": evaluation["variant_dir"],
+                       "model_id": args.model_id, "foundry_cache": str(args.foundry_cache)})
     started = time.perf_counter()
-    with hold_loaded(foundry, args.model_id):
-        samples = speed.measure_speed(chat, prompts, evaluation["settings"]["max_new_tokens"], args.repetitions,
-                                      1, lambda done, total: None)
-    metrics, per_length = speed.summarise_speed(samples, prompts)
+    with variant.loaded():
+        runs = speed.measure_speed(variant.chat, prompts, evaluation["settings"]["max_new_tokens"], warmup=1,
+                                   min_repetitions=args.repetitions, repetitions=args.repetitions, ci_target=0.0,
+                                   progress=lambda done, total: None)
+    metrics, per_length = speed.summarise_speed(runs)
     print(json.dumps({"model_id": args.model_id, "decode_tokens_per_s": metrics["decode_tokens_per_s"],
-                      "by_length": {k: v["decode_tokens_per_s"] for k, v in per_length.items()},
+                      "by_length": {k: v["decode_tokens_per_s"]["p50"] for k, v in per_length.items()},
                       "seconds": round(time.perf_counter() - started, 2)}))
     return 0
 

@@ -44,8 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from slmops.adapters import olive  # noqa: E402 (the workflow configs only: Olive itself is imported by `olive run`)
-from slmops.demo import DEMO_MODEL_NAME, DEMO_PROMOTION, DEMO_VARIANTS  # noqa: E402
 from slmops.timing import WORK_PHASES  # noqa: E402
+
+_DEMO = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+DEMO_MODEL_NAME, DEMO_VARIANTS, DEMO_PROMOTION = _DEMO["model"]["name"], _DEMO["variants"], _DEMO["promotion"]
 
 BIN = Path(sys.executable).parent
 MODELS = ("demo", "qwen2.5-0.5b-shape")
@@ -116,21 +118,18 @@ def source_model(name: str, cache: Path, model_dir: Path | None) -> Path:
 def manual_config(variant: dict, source: Path, out: Path, cache: Path) -> dict:
     """The Olive workflow a user writes for one variant (the tutorial's second method, a JSON config): ModelBuilder
     for fp32 and int4; for int8 the fp32 build and the 8-bit quantization chained in one workflow."""
-    resolved = _resolved(variant)
-    if resolved["precision"] == "fp32":
+    from slmops.config import VariantSpec
+    from slmops.quantize import olive_config
+
+    resolved = VariantSpec(**variant).resolved()
+    if resolved.precision == "fp32":
         return olive.export_config(source, out, cache)
-    if resolved["method"] == "builder":
-        return olive.variant_config(resolved, source, None, out, cache)
-    derived = olive.variant_config(resolved, source, Path("unused"), out, cache)
+    if resolved.method == "builder":
+        return olive_config(resolved, source, None, out, cache)
+    derived = olive_config(resolved, source, Path("unused"), out, cache)
     config = olive.export_config(source, out, cache)
     config["passes"] = {"builder": config["passes"]["builder"], **derived["passes"]}
     return config
-
-
-def _resolved(variant: dict) -> dict:
-    from slmops.config import VariantSpec
-
-    return VariantSpec(**variant).resolved()
 
 
 def run_manual(source: Path, folder: Path) -> dict:

@@ -26,6 +26,7 @@ from slmops.variant import Variant, VariantResult
 from slmops.versions import tool_versions
 from slmops.workspace import Workspace
 from tasks.convert import convert, fingerprint
+from tasks.evaluate import baseline
 from tasks.promote import promote, register_versions
 from tasks.report import report as report_sweep
 from tasks.track import finish_sweep, track_sweep
@@ -53,6 +54,8 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
                          source_sha=source_sha, tool_versions=versions, tracking_uri=tracking_uri,
                          parent_run_id=parent, export=export, foundry_cache=_foundry_cache(spec, ws),
                          smoke_prompt=checked.smoke_prompt, dataset=checked.dataset, total=len(variants))
+        with phases("evaluate"):
+            job = _with_baseline(job, logger)
         results = run_variants(job, variants)
         for result in results:
             phases.add(result.timings)
@@ -88,7 +91,8 @@ def promote_sweep(spec: SweepSpec, tracking_uri: str, sweep_id: str, work_dir: P
 def _prepare_folders(ws: Workspace, logger) -> None:
     for folder in (ws.work_dir, ws.variants, ws.logs, ws.exports):
         folder.mkdir(parents=True, exist_ok=True)
-    for stale in staging.clean_stale_staging(ws.variants) + staging.clean_stale_staging(ws.exports):
+    stale_folders = [staging.clean_stale_staging(f) for f in (ws.variants, ws.exports, ws.baselines)]
+    for stale in (path for removed in stale_folders for path in removed):
         logger.info("removed %s, left by an interrupted run", stale.name)
 
 
@@ -96,14 +100,37 @@ def _foundry_cache(spec: SweepSpec, ws: Workspace) -> Path:
     return (spec.foundry.cache_dir or ws.foundry_cache).resolve()
 
 
+def _measures_fidelity(spec: SweepSpec, checked: Checked) -> bool:
+    return spec.evaluation.enabled and spec.evaluation.fidelity and spec.foundry.enabled and checked.dataset is not None
+
+
 def _export(spec: SweepSpec, ws: Workspace, checked: Checked, variants: list[Variant], source_sha: str,
             versions: dict[str, str], logger):
-    """The fp32 export, when a variant is derived from it or evaluation needs it as the baseline."""
-    evaluating = spec.evaluation.enabled and spec.foundry.enabled and checked.dataset is not None
-    if not evaluating and not any(v.needs_fp32_export for v in variants):
+    """The fp32 export, when a variant is derived from it or fidelity needs it as the baseline."""
+    if not _measures_fidelity(spec, checked) and not any(v.needs_fp32_export for v in variants):
         return None
     logger.info("exporting %s to fp32 ONNX (shared by the derived variants)", spec.model.name)
     return convert(spec.model.path.resolve(), ws.exports, source_sha, versions, spec.model.trust_remote_code, ws.logs)
+
+
+def _with_baseline(job: VariantJob, logger) -> VariantJob:
+    """The job with the stored fp32 baseline fidelity compares with (computed once, reused by later sweeps), or
+    with why there is none."""
+    if not (job.evaluates and job.spec.evaluation.fidelity):
+        return job
+    if job.export is None or job.export.dir is None:
+        why = job.export.error if job.export else "it was not made"
+        return job.model_copy(update={"baseline_error": f"fidelity needs the fp32 export, which failed: {why}"})
+    state = baseline(job.export, job.dataset, job.spec.evaluation, job.ws.baselines, job.tool_versions,
+                     return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, VariantError):
+        return job.model_copy(update={"baseline_error": str(outcome)})
+    if isinstance(outcome, BaseException):
+        raise outcome
+    logger.info("fp32 baseline for fidelity: %s (%d positions)", "reused" if outcome.reused else "computed",
+                outcome.positions)
+    return job.model_copy(update={"baseline": outcome})
 
 
 def _stop_if_tracking_lost(job: VariantJob, results: list[VariantResult], started: float) -> None:

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from slmops.config import SweepSpec
 from slmops.convert import Export
 from slmops.errors import TransientError, VariantError
+from slmops.evaluate.baseline import Baseline
 from slmops.report import human_size
 from slmops.timing import Phases
 from slmops.variant import Variant, VariantResult
@@ -46,6 +47,8 @@ class VariantJob(BaseModel):
     parent_run_id: str | None
     tracking_lost: str | None = None
     export: Export | None
+    baseline: Baseline | None = None
+    baseline_error: str | None = None
     foundry_cache: Path
     smoke_prompt: str
     dataset: Path | None = None
@@ -57,9 +60,8 @@ class VariantJob(BaseModel):
 
     @property
     def evaluates(self) -> bool:
-        """Whether variants are measured: evaluation on, an eval set, Foundry Local to serve them, a baseline."""
-        return bool(self.spec.evaluation.enabled and self.spec.foundry.enabled and self.dataset
-                    and self.export and self.export.dir)
+        """Whether variants are measured: evaluation on, an eval set, and Foundry Local to serve them."""
+        return bool(self.spec.evaluation.enabled and self.spec.foundry.enabled and self.dataset)
 
 
 def _run_name() -> str:
@@ -87,8 +89,7 @@ def variant_pipeline(job: VariantJob, variant: Variant, index: int) -> VariantRe
     if result.ok and result.foundry_model_id and job.evaluates:
         logger.info("%s: evaluating in a fresh process", step)
         with phases("evaluate"):
-            result = _step(result, evaluate, result, job.export, spec.evaluation, job.dataset, job.foundry_cache,
-                           ws.evaluations / variant.name, job.tool_versions)
+            result = _evaluate(job, result)
     logger.info("%s: %s", step, f"{result.status} ({human_size(result.size_bytes)})" if result.ok
                 else f"failed: {result.error}")
     # the orchestrating process's memory after each variant: a sweep of many variants must not grow it
@@ -107,6 +108,14 @@ def _step(result: VariantResult, task: Any, *args: Any) -> VariantResult:
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
+
+
+def _evaluate(job: VariantJob, result: VariantResult) -> VariantResult:
+    """Measure the variant; without the baseline fidelity needs, it fails saying why."""
+    if job.baseline_error:
+        return result.failed(f"variant {result.name}: evaluation failed: {job.baseline_error}")
+    return _step(result, evaluate, result, job.baseline, job.spec.evaluation, job.dataset, job.foundry_cache,
+                 job.ws.evaluations / result.name, job.tool_versions)
 
 
 def _track(job: VariantJob, result: VariantResult) -> VariantResult:

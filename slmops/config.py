@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from slmops.errors import SpecError
 from slmops.evaluate.settings import EvaluationSpec
-from slmops.metrics import METRICS
+from slmops.metrics import FIDELITY_METRICS, METRICS
 from slmops.metrics import known as known_metric
 from slmops.names import check_name
 from slmops.variant import Method, Precision, Variant
@@ -230,6 +230,19 @@ class SweepSpec(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+
+    @model_validator(mode="after")
+    def _policy_is_measured(self) -> "SweepSpec":
+        """A policy on fidelity figures needs them measured: refused now, not found unmeasured after the sweep."""
+        if not (self.promotion.enabled and self.evaluation.enabled) or self.evaluation.fidelity:
+            return self
+        named = [c.metric for c in self.promotion.constraints] + [t.metric for t in self.promotion.objective]
+        unmeasured = [m for m in dict.fromkeys(named) if m in FIDELITY_METRICS]
+        if unmeasured:
+            raise ValueError(f"the promotion policy names {', '.join(unmeasured)}, which evaluation profile "
+                             f"{self.evaluation.profile!r} does not measure; set evaluation.fidelity: true or use "
+                             "profile standard or thorough")
+        return self
 
     @model_validator(mode="after")
     def _baseline_is_a_variant(self) -> "SweepSpec":

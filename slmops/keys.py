@@ -50,3 +50,8 @@ def evaluation_key(variant_key: str, baseline_key: str, settings: dict[str, Any]
 
 def file_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def baseline_key(export_key: str, dataset_sha: str, settings: dict[str, Any], versions: dict[str, str]) -> str:
+    """The fp32 baseline's stored distributions: the export, the eval rows teacher-forced, the tool versions."""
+    return content_key("baseline", export_key, dataset_sha, settings.get("max_eval_items"), versions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slmops.metrics import METRICS
+from slmops.metrics import METRICS, interval, resolved
 
 QUALITY_METRICS = ("exact_match", "top1_agreement", "token_f1")
 
@@ -48,6 +48,9 @@ def pareto_plot(rows: list[dict], x_metric: str, y_metric: str, champion: str | 
     ys = [r["metrics"][y_metric] for r in have]
     front = pareto_front(list(zip(xs, ys)), METRICS[x_metric][0], METRICS[y_metric][0])
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    xerr = _error_bars(have, x_metric)
+    if xerr is not None:  # the 95 % interval of a timed figure's median
+        ax.errorbar(xs, ys, xerr=xerr, fmt="none", ecolor="#4c72b0", elinewidth=1, capsize=3, zorder=2)
     ax.scatter(xs, ys, color="#4c72b0", zorder=3, label="variant")
     ordered = sorted(front, key=lambda i: xs[i])
     ax.plot([xs[i] for i in ordered], [ys[i] for i in ordered], color="#dd8452", linestyle="--", zorder=2,
@@ -69,6 +72,16 @@ def pareto_plot(rows: list[dict], x_metric: str, y_metric: str, champion: str | 
     return path
 
 
+def _error_bars(rows: list[dict], metric: str) -> list[list[float]] | None:
+    """Below and above each point, its interval (None when no row has one)."""
+    bounds = [interval(metric, r["metrics"]) for r in rows]
+    if not any(bounds):
+        return None
+    below = [r["metrics"][metric] - b[0] if b else 0.0 for r, b in zip(rows, bounds)]
+    above = [b[1] - r["metrics"][metric] if b else 0.0 for r, b in zip(rows, bounds)]
+    return [[max(v, 0.0) for v in below], [max(v, 0.0) for v in above]]
+
+
 def sweep_plots(doc: dict[str, Any], out_dir: Path) -> dict[str, str]:
     """The sweep's Pareto plots under out_dir/plots: {title: path relative to out_dir}."""
     rows = [{"name": v["name"], "metrics": {**v["metrics"], "size_bytes": v["size_bytes"]}}
@@ -78,8 +91,11 @@ def sweep_plots(doc: dict[str, Any], out_dir: Path) -> dict[str, str]:
     made: dict[str, str] = {}
     if not quality:
         return made
-    for x_metric, file, title in (("size_bytes", "pareto_size.png", f"{quality} against size"),
-                                  ("decode_tokens_per_s", "pareto_speed.png", f"{quality} against decode speed")):
-        if pareto_plot(rows, x_metric, quality, champion, out_dir / "plots" / file, title):
+    # a decode speed the timer could not resolve is no fact to plot
+    timed = [r for r in rows if resolved("decode_tokens_per_s", r["metrics"])]
+    for x_metric, file, title, points in (
+            ("size_bytes", "pareto_size.png", f"{quality} against size", rows),
+            ("decode_tokens_per_s", "pareto_speed.png", f"{quality} against decode speed (95 % intervals)", timed)):
+        if pareto_plot(points, x_metric, quality, champion, out_dir / "plots" / file, title):
             made[title] = f"plots/{file}"
     return made

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from slmops.config import SweepSpec
-from slmops.metrics import HEADLINE, PREFECT_TABLE, fmt
+from slmops.metrics import HEADLINE, PREFECT_TABLE, TIMED, fmt, fmt_measured
 from slmops.promote import Decision, decision_markdown as _decision_markdown
 from slmops.variant import VariantResult
 
@@ -63,9 +63,13 @@ def report_markdown(doc: dict, plots: dict[str, str]) -> str:
              "| variant | status | Foundry Local id | " + " | ".join(shown) + " |",
              "|---|---|---|" + "---|" * len(shown)]
     for v in doc["variants"]:
-        values = [fmt(c, v["size_bytes"] if c == "size_bytes" else v["metrics"].get(c)) for c in shown]
+        values = [fmt(c, v["size_bytes"]) if c == "size_bytes" else fmt_measured(c, v["metrics"]) for c in shown]
         lines.append(f"| {v['name']} | {v['status']} | {v.get('foundry_model_id') or '-'} | " + " | ".join(values)
                      + " |")
+    if any(c in TIMED for c in shown):
+        lines += ["", "Timed figures are medians over repetitions, with the 95 % interval of the median in brackets. "
+                  "A decode speed the timer could not resolve (tokens faster than the stream delivers them) is "
+                  "marked so, and left out of the speed plot."]
     decision = doc.get("decision")
     if decision:
         lines += ["", "## Decision", "", f"**{'Promoted' if decision['promoted'] else 'Not promoted'}.** "
@@ -86,7 +90,7 @@ def prefect_table(doc: dict[str, Any]) -> list[dict[str, str]]:
     """The variants table of the Prefect UI."""
     return [{"variant": v["name"], "status": v["status"], "size": human_size(v["size_bytes"]),
              "foundry id": v.get("foundry_model_id") or "-",
-             **{m: fmt(m, v["metrics"].get(m)) for m in PREFECT_TABLE}, "error": (v["error"] or "")[:200]}
+             **{m: fmt_measured(m, v["metrics"]) for m in PREFECT_TABLE}, "error": (v["error"] or "")[:200]}
             for v in doc["variants"]]
 
 

@@ -1,5 +1,5 @@
-"""Prefect task of the evaluate step: a registered variant measured in fresh processes (slmops.evaluate does the
-work), or its measurements reused while nothing they depend on has changed."""
+"""Prefect tasks of the evaluate step: the fp32 baseline stored once, and a registered variant measured in a fresh
+process (slmops.evaluate does the work), or its measurements reused while nothing they depend on has changed."""
 
 from __future__ import annotations
 
@@ -11,34 +11,52 @@ from prefect.cache_policies import NONE
 from slmops.convert import Export
 from slmops.errors import VariantError
 from slmops.evalset import dataset_sha256
+from slmops.evaluate.baseline import Baseline, ensure_baseline
 from slmops.evaluate.runner import RESULT_NAME, evaluate_variant
 from slmops.evaluate.settings import EvaluationSpec
 from slmops.files import read_json
-from slmops.keys import evaluation_key
+from slmops.keys import baseline_key, evaluation_key
 from slmops.metrics import finite
 from slmops.variant import EvaluationRecord, VariantResult
 
 
+def _progress(name: str):
+    """Progress of a long measurement in the run's log: each phase when it starts and when it ends."""
+    logger, seen = get_run_logger(), set()
+
+    def report(phase: str, done: int, total: int) -> None:
+        if phase not in seen or done == total:
+            seen.add(phase)
+            logger.info("evaluating %s: %s %d/%d", name, phase, done, total)
+
+    return report
+
+
+@task(name="baseline", cache_policy=NONE)
+def baseline(export: Export, dataset: Path, settings: EvaluationSpec, baselines_dir: Path,
+             versions: dict[str, str]) -> Baseline:
+    """The fp32 export teacher-forced over the eval rows once, stored for every variant and later sweep."""
+    key = baseline_key(export.key, dataset_sha256(dataset), settings.model_dump(mode="json"), versions)
+    try:
+        return ensure_baseline(export.dir, dataset, settings, key, baselines_dir, _progress("the fp32 baseline"))
+    except VariantError as err:
+        raise VariantError(f"the fp32 baseline for fidelity could not be computed: {err}") from err
+
+
 @task(name="evaluate", task_run_name="evaluate-{result.name}", cache_policy=NONE)
-def evaluate(result: VariantResult, baseline: Export, settings: EvaluationSpec, dataset: Path, foundry_cache: Path,
-             out_dir: Path, versions: dict[str, str]) -> VariantResult:
-    """Speed, memory, CPU, leak check, quality, fidelity and edge cases of one variant."""
-    logger = get_run_logger()
-    key = evaluation_key(result.content_key, baseline.key, settings.model_dump(mode="json"), dataset_sha256(dataset),
-                         versions)
+def evaluate(result: VariantResult, stored: Baseline | None, settings: EvaluationSpec, dataset: Path,
+             foundry_cache: Path, out_dir: Path, versions: dict[str, str]) -> VariantResult:
+    """Speed, memory, CPU, leak check, quality, edge cases and fidelity of one variant."""
+    key = evaluation_key(result.content_key, stored.key if stored else "no-fidelity",
+                         settings.model_dump(mode="json"), dataset_sha256(dataset), versions)
     evaluation = read_json(out_dir / RESULT_NAME)
     reused = bool(settings.reuse and evaluation and evaluation.get("key") == key)
     if not reused:
-        seen: set[str] = set()
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in seen or done == total:
-                seen.add(phase)
-                logger.info("evaluating %s: %s %d/%d", result.name, phase, done, total)
-
         try:
-            evaluation = evaluate_variant(Path(result.onnx_dir), baseline.dir, result.foundry_model_id, foundry_cache,
-                                          settings, dataset, out_dir, key=key, progress=progress)
+            evaluation = evaluate_variant(
+                Path(result.onnx_dir), result.foundry_model_id, foundry_cache, settings, dataset, out_dir,
+                baseline=stored.path if stored else None, identical_to_baseline=result.config.route == "export",
+                key=key, progress=_progress(result.name))
         except VariantError as err:
             raise VariantError(f"variant {result.name}: evaluation failed: {err}") from err
     return result.with_metrics(finite(evaluation["metrics"]), eval_items=evaluation["items"],

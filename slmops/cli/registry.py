@@ -15,7 +15,7 @@ from slmops.errors import InputError
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from slmops.metrics import HEADLINE, fmt
+    from slmops.metrics import HEADLINE, fmt_measured
     from slmops.promote import registry
 
     store = tracker(args)
@@ -27,7 +27,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     columns = [c for c in HEADLINE if any(c in cand.metrics for cand in candidates)]
     rows = [("variant", "status", "version", "foundry id", *columns)]
     rows += [(c.name, c.status, c.model_version or "-", c.foundry_model_id or "-",
-              *(fmt(m, c.metrics.get(m)) for m in columns)) for c in candidates]
+              *(fmt_measured(m, c.metrics) for m in columns)) for c in candidates]
     print(f"sweep {sweep_id} (experiment {experiment}, parent run {parent})\n")
     print_table(rows)
     return 0

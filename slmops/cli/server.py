@@ -138,4 +138,15 @@ def prefect_api(work_dir: Path) -> Iterator[TemporaryServer | None]:
     try:
         yield server
     finally:
+        _drain_prefect_clients()
         server.stop()
+
+
+def _drain_prefect_clients(timeout_s: float = 10.0) -> None:
+    """Send what Prefect's background workers still hold (flow-run logs, events) while the server is up: after it
+    stops they would retry against nothing and hold the process's exit for more than a minute (seen)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s, at_exit=False)

@@ -167,7 +167,8 @@ def prepare_demo_assets(folder: str | Path, seed: int = 0) -> Any:
         for pair in qa_pairs:
             handle.write(json.dumps(pair, ensure_ascii=False) + "\n")
 
-    # The tokenizer trap (docs/toolchain.md): a reader rebuilds the tokenizer from the folder by model_type; train with that one.
+    # The tokenizer trap (docs/toolchain.md): a reader rebuilds the tokenizer from the folder by model_type; train
+    # with that one.
     reloaded = AutoTokenizer.from_pretrained(folder)
     for pair in qa_pairs:
         for text in (pair["prompt"], pair["reference"]):

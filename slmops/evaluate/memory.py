@@ -63,6 +63,11 @@ class PeakRssSampler:
             self.samples += 1
             self._stop.wait(self.interval_s)
 
+    def peak_now(self) -> float:
+        """The peak so far, the kernel's high-water mark read at this moment included."""
+        self.peak_mb = max(self.peak_mb, _high_water_mb(self.pid))
+        return self.peak_mb
+
     def __enter__(self) -> PeakRssSampler:
         self._thread.start()
         return self
@@ -102,13 +107,22 @@ def growth_mb(series: list[float]) -> float:
 
 
 def leak_check(
-    generate: Callable[[int], None], generations: int, bound_mb: float, progress: Callable[[int, int], None]
+    generate: Callable[[int], None], generations: int, bound_mb: float, progress: Callable[[int, int], None],
+    followed: list[float] | None = None,
 ) -> dict[str, Any]:
-    """Run ``generations`` generations, follow resident memory after each; growth above bound_mb fails the check."""
-    series = []
-    for i in range(generations):
+    """Follow resident memory across generations; growth above bound_mb fails the check.
+
+    ``followed`` is the series of generations made already (the eval answers, each followed by its resident
+    memory): only the generations still missing to reach ``generations`` are made here.
+    """
+    series = list(followed or [])
+    extra = max(0, generations - len(series))
+    for i in range(extra):
         generate(i)
         series.append(round(rss_mb(), 3))
-        progress(i + 1, generations)
+        progress(i + 1, extra)
+    if len(series) < 2:
+        raise ValueError(f"the leak check needs at least two generations, got {len(series)}")
     growth = growth_mb(series)
-    return {"rss_mb": series, "rss_growth_mb": growth, "bound_mb": bound_mb, "passed": growth <= bound_mb}
+    return {"rss_mb": series, "rss_growth_mb": growth, "bound_mb": bound_mb, "passed": growth <= bound_mb,
+            "extra_generations": extra}

@@ -80,9 +80,11 @@ class FormatCheck:
 
 
 def answer_items(
-    chat: ChatFn, items: list[dict[str, str]], max_new_tokens: int, progress: Callable[[int, int], None]
+    chat: ChatFn, items: list[dict[str, str]], max_new_tokens: int, progress: Callable[[int, int], None],
+    after_each: Callable[[], None] = lambda: None,
 ) -> list[dict[str, Any]]:
-    """Each item's greedy answer from the runtime, with its piece count and time."""
+    """Each item's greedy answer from the runtime, with its piece count and time; ``after_each`` runs after every
+    answer (the leak check follows resident memory there)."""
     records = []
     for index, item in enumerate(items):
         started = time.perf_counter()
@@ -99,6 +101,7 @@ def answer_items(
                 "finished": len(pieces) < max_new_tokens,
             }
         )
+        after_each()
         progress(index + 1, len(items))
     return records
 

@@ -1,24 +1,22 @@
-"""Evaluate one registered variant: the deployment checklist, measured in fresh processes of its own.
+"""Evaluate one registered variant: the deployment checklist, measured in a fresh process of its own.
 
     from slmops.evaluate.runner import evaluate_variant       (called by the sweep once per succeeded variant)
     .venv/bin/python -m pytest tests/evaluate -q
 
-Like optimum-benchmark, every measurement runs in a fresh process (``python -m slmops.evaluate.worker``), so one
-variant's memory never counts against another's, and its peak resident memory is sampled from outside. Three
-processes per variant:
+Like optimum-benchmark, the measurement runs in a fresh process (``python -m slmops.evaluate.worker``), so one
+variant's memory never counts against another's, and its peak resident memory is sampled from outside. One process
+per variant loads it once in Foundry Local and measures speed, memory, CPU, the eval answers and the leak check
+(phase ``serve``), then the edge cases (``edge``), then unloads it and teacher-forces it against the stored baseline
+(``fidelity``); ``peak_rss_mb`` is the peak while it served, read before fidelity starts.
 
-1. ``serve`` (Foundry Local): speed, memory after load, CPU, leak check, eval answers. Its sampled peak is
-   ``peak_rss_mb``: the serving process, nothing else.
-2. ``edge`` (Foundry Local): the edge cases. A case that kills or hangs the process is recorded as failed and the
-   remaining cases run in a new process.
-3. ``fidelity`` (onnxruntime): teacher-forcing against the fp32 baseline.
-
-A serve or fidelity process that fails, dies or runs past ``worker_timeout_s`` raises ``VariantError`` with the tail
-of its stderr. Each process's result and the merged ``evaluation.json`` are written atomically into out_dir.
+An edge case that kills or hangs the process is recorded as failed, and the remaining cases and fidelity go on in a
+new process. A process that fails, dies or runs past ``worker_timeout_s`` anywhere else raises ``VariantError`` with
+the tail of its stderr. Each phase's result and the merged ``evaluation.json`` are written atomically into out_dir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,9 +34,9 @@ from slmops.errors import VariantError
 from slmops.evalset import load_eval_set
 from slmops.evaluate.memory import PeakRssSampler
 from slmops.evaluate.settings import EvaluationSpec
-from slmops.evaluate.worker import EVENT_MARK
+from slmops.evaluate.worker import EVENT_MARK, phase_file
 from slmops.files import write_json
-from slmops.metrics import EVALUATION_METRICS
+from slmops.metrics import FIDELITY_METRICS, SERVING_METRICS
 
 Progress = Callable[[str, int, int], None]
 
@@ -48,16 +46,18 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerRun:
-    """What one worker process did: exit status, whether it was stopped, its sampled peak, its result."""
+    """What one worker process did: exit status, whether it was stopped, its sampled peaks, its result."""
 
     def __init__(self, mode: str, returncode: int | None, timed_out: bool, seconds: float, peak_rss_mb: float,
-                 result: dict[str, Any] | None, stderr_tail: str, limit_s: float | None = None) -> None:
+                 result: dict[str, Any] | None, stderr_tail: str, limit_s: float | None = None,
+                 serving_peak_mb: float | None = None) -> None:
         self.mode = mode
         self.limit_s = limit_s
         self.returncode = returncode
         self.timed_out = timed_out
         self.seconds = seconds
         self.peak_rss_mb = peak_rss_mb
+        self.serving_peak_mb = serving_peak_mb  # the peak when the worker said it stopped serving, if it did
         self.result = result
         self.stderr_tail = stderr_tail
 
@@ -88,21 +88,27 @@ def _worker_env() -> dict[str, str]:
 
 
 def run_worker(mode: str, request: dict[str, Any], out_dir: Path, timeout_s: float,
-               on_event: Callable[[dict[str, Any]], None]) -> WorkerRun:
-    """Run ``python -m slmops.evaluate.worker MODE`` on request, sampling its memory, forwarding its events."""
-    request_path = write_json(out_dir / f"{mode}.request.json", request)
-    result_path = out_dir / f"{mode}.json"
+               on_event: Callable[[dict[str, Any]], None], name: str | None = None) -> WorkerRun:
+    """Run ``python -m slmops.evaluate.worker MODE`` on request, sampling its memory, forwarding its events.
+
+    The worker's ``serving_done`` event is answered here: the peak so far is kept as the serving peak, then the
+    worker is told to go on (a line on its stdin).
+    """
+    name = name or mode
+    request_path = write_json(out_dir / f"{name}.request.json", request)
+    result_path = out_dir / f"{name}.json"
     result_path.unlink(missing_ok=True)
-    stderr_path = out_dir / f"{mode}.stderr.log"
-    stdout_path = out_dir / f"{mode}.stdout.log"
+    stderr_path = out_dir / f"{name}.stderr.log"
+    stdout_path = out_dir / f"{name}.stdout.log"
     command = [sys.executable, "-m", "slmops.evaluate.worker", mode, str(request_path), str(result_path)]
     events: queue.Queue[dict[str, Any]] = queue.Queue()
     started = time.monotonic()
     timed_out = False
+    serving_peak = None
     with open(stderr_path, "wb") as stderr, open(stdout_path, "w", encoding="utf-8") as chatter:
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, env=_worker_env(), text=True, encoding="utf-8",
-            errors="replace", preexec_fn=dies_with_parent(),  # a killed sweep leaves no measurement running
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=_worker_env(), text=True,
+            encoding="utf-8", errors="replace", preexec_fn=dies_with_parent(),  # a killed sweep leaves no worker
         )
 
         def read_stdout() -> None:
@@ -112,7 +118,7 @@ def run_worker(mode: str, request: dict[str, Any], out_dir: Path, timeout_s: flo
                 else:
                     chatter.write(line)
 
-        reader = threading.Thread(target=read_stdout, name=f"slmops-eval-{mode}-stdout", daemon=True)
+        reader = threading.Thread(target=read_stdout, name=f"slmops-eval-{name}-stdout", daemon=True)
         reader.start()
         with PeakRssSampler(process.pid) as sampler:
             while process.poll() is None:
@@ -125,9 +131,15 @@ def run_worker(mode: str, request: dict[str, Any], out_dir: Path, timeout_s: flo
                     event = events.get(timeout=0.05)
                 except queue.Empty:
                     continue  # nothing new: look at the process again
+                if event.get("event") == "serving_done":
+                    serving_peak = sampler.peak_now()
+                    process.stdin.write("go\n")
+                    process.stdin.flush()
                 on_event(event)
         reader.join()
         process.stdout.close()
+        with contextlib.suppress(OSError):
+            process.stdin.close()
     # events the worker sent just before it exited
     while not events.empty():
         on_event(events.get_nowait())
@@ -136,7 +148,7 @@ def run_worker(mode: str, request: dict[str, Any], out_dir: Path, timeout_s: flo
         result = json.loads(result_path.read_text(encoding="utf-8"))
     tail = stderr_path.read_bytes()[-STDERR_TAIL:].decode("utf-8", errors="replace")
     return WorkerRun(mode, process.returncode, timed_out, time.monotonic() - started, sampler.peak_mb, result, tail,
-                     limit_s=timeout_s)
+                     limit_s=timeout_s, serving_peak_mb=serving_peak)
 
 
 def _progress_forwarder(progress: Progress | None) -> Callable[[dict[str, Any]], None]:
@@ -147,113 +159,106 @@ def _progress_forwarder(progress: Progress | None) -> Callable[[dict[str, Any]],
     return forward
 
 
-def _run_edge_cases(request: dict[str, Any], settings: EvaluationSpec, out_dir: Path, variant: str,
-                    progress: Progress | None) -> tuple[list[dict[str, Any]], list[WorkerRun]]:
-    """Every edge case, in as many processes as it takes: a case that kills its process fails and the rest go on."""
-    forward = _progress_forwarder(progress)
-    remaining = list(settings.edge_cases)
-    results: list[dict[str, Any]] = []
-    runs = []
-    while remaining:
-        in_flight: list[str] = []
-        finished: list[dict[str, Any]] = []
+class _Measurement:
+    """The measuring processes of one variant: as many as it takes when an edge case kills one."""
 
-        def on_event(event: dict[str, Any]) -> None:
-            if event.get("event") == "case":
-                in_flight.append(event["case"])
-            elif event.get("event") == "case_done":
-                finished.append(event["result"])
-            forward(event)
+    def __init__(self, request: dict[str, Any], settings: EvaluationSpec, out_dir: Path, variant: str,
+                 progress: Progress | None) -> None:
+        self.request, self.settings, self.out_dir, self.variant = request, settings, out_dir, variant
+        self.forward = _progress_forwarder(progress)
+        self.runs: list[WorkerRun] = []
+        self.failed_cases: list[dict[str, Any]] = []
 
-        run = run_worker("edge", {**request, "cases": remaining}, out_dir, settings.worker_timeout_s, on_event)
-        runs.append(run)
-        if run.ok:
-            results += run.result["cases"]
-            break
-        if not in_flight:
-            # it died before its first case: the model or runtime is broken, not an input
-            raise VariantError(run.failure(variant))
-        results += finished
-        culprit = in_flight[-1]
-        results.append({
-            "case": culprit, "passed": False, "outcome": "timed out" if run.timed_out else "crashed the process",
-            "detail": run.stderr_tail.strip()[-500:], "answer": "",
-        })
-        remaining = remaining[remaining.index(culprit) + 1:]
-    return results, runs
+    def run(self, phases: list[str]) -> None:
+        cases = list(self.settings.edge_cases)
+        for phase in phases:
+            phase_file(self.out_dir, phase).unlink(missing_ok=True)
+        while phases:
+            in_flight: list[str] = []
+            finished: list[dict[str, Any]] = []
+
+            def on_event(event: dict[str, Any]) -> None:
+                if event.get("event") == "case":
+                    in_flight.append(event["case"])
+                elif event.get("event") == "case_done":
+                    finished.append(event["result"])
+                self.forward(event)
+
+            run = run_worker("measure", {**self.request, "phases": phases, "cases": cases}, self.out_dir,
+                             self.settings.worker_timeout_s, on_event, name=f"measure-{len(self.runs) + 1}")
+            self.runs.append(run)
+            if run.ok:
+                return
+            died_in_edge = "edge" in phases and in_flight and len(finished) < len(in_flight)
+            if not died_in_edge or (phases[0] == "serve" and not phase_file(self.out_dir, "serve").is_file()):
+                raise VariantError(run.failure(self.variant))
+            # a case killed or hung the process: it fails, and the rest goes on in a new process
+            culprit = in_flight[-1]
+            self.failed_cases += finished + [{
+                "case": culprit, "passed": False, "outcome": "timed out" if run.timed_out else "crashed the process",
+                "detail": run.stderr_tail.strip()[-500:], "answer": ""}]
+            cases = cases[cases.index(culprit) + 1:]
+            phases = (["edge"] if cases else []) + (["fidelity"] if "fidelity" in phases else [])
+
+    def result(self, phase: str) -> dict[str, Any] | None:
+        path = phase_file(self.out_dir, phase)
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def edge_cases(self) -> list[dict[str, Any]]:
+        last = self.result("edge")
+        return self.failed_cases + (last["cases"] if last else [])
+
+    @property
+    def serving_peak_mb(self) -> float:
+        first = self.runs[0]
+        return first.serving_peak_mb if first.serving_peak_mb is not None else first.peak_rss_mb
 
 
 def evaluate_variant(
-    variant_dir: Path, baseline_dir: Path, foundry_model_id: str, foundry_cache: Path, settings: EvaluationSpec,
-    dataset: Path, out_dir: Path, key: str | None = None, progress: Progress | None = None,
+    variant_dir: Path, foundry_model_id: str, foundry_cache: Path, settings: EvaluationSpec, dataset: Path,
+    out_dir: Path, baseline: Path | None = None, identical_to_baseline: bool = False, key: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Measure one variant registered in Foundry Local; return what evaluation.json holds: ``metrics`` (every name
-    of slmops.metrics.EVALUATION_METRICS, and extras), ``items`` (per-item answers and fidelity figures), ``details``
-    and ``key`` (what the measurements were made from, for their reuse).
+    of slmops.metrics.SERVING_METRICS, of FIDELITY_METRICS when fidelity is measured, and extras), ``items``
+    (per-item answers and fidelity figures), ``details`` and ``key`` (what the measurements were made from).
 
-    Raises VariantError when a measuring process fails; InputError when the eval set is unusable.
+    ``baseline`` is the stored baseline (slmops.evaluate.baseline) fidelity compares with; ``identical_to_baseline``
+    says the variant is the baseline itself (its fidelity figures follow by definition). Raises VariantError when a
+    measuring process fails; InputError when the eval set is unusable.
     """
-    variant_dir, baseline_dir = Path(variant_dir).resolve(), Path(baseline_dir).resolve()
+    variant_dir = Path(variant_dir).resolve()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     load_eval_set(Path(dataset), settings.max_eval_items)  # a bad eval set is the user's to fix: fail before work
-    name = variant_dir.name
-    request = {
-        "variant_dir": str(variant_dir),
-        "baseline_dir": str(baseline_dir),
-        "model_id": foundry_model_id,
-        "foundry_cache": str(Path(foundry_cache).resolve()),
-        "dataset": str(Path(dataset).resolve()),
-        "settings": settings.model_dump(mode="json"),
-    }
-    forward = _progress_forwarder(progress)
+    fidelity = settings.fidelity and baseline is not None
+    request = {"variant_dir": str(variant_dir), "model_id": foundry_model_id,
+               "foundry_cache": str(Path(foundry_cache).resolve()), "dataset": str(Path(dataset).resolve()),
+               "settings": settings.model_dump(mode="json"), "out_dir": str(out_dir.resolve()),
+               "baseline": str(baseline) if fidelity else None, "identical_to_baseline": identical_to_baseline}
     started = time.monotonic()
-
-    serve = run_worker("serve", request, out_dir, settings.worker_timeout_s, forward)
-    if not serve.ok:
-        raise VariantError(serve.failure(name))
-    cases, edge_runs = _run_edge_cases(request, settings, out_dir, name, progress)
-    fid = run_worker("fidelity", request, out_dir, settings.worker_timeout_s, forward)
-    if not fid.ok:
-        raise VariantError(fid.failure(name))
-
-    metrics = {
-        **serve.result["metrics"],
-        **fid.result["metrics"],
-        "peak_rss_mb": serve.peak_rss_mb,
-        "edge_cases_passed": sum(c["passed"] for c in cases) / len(cases),
-        "evaluation_s": time.monotonic() - started,
-    }
-    missing = [m for m in EVALUATION_METRICS if m not in metrics]
+    measurement = _Measurement(request, settings, out_dir, variant_dir.name, progress)
+    measurement.run(["serve", "edge"] + (["fidelity"] if fidelity else []))
+    serve, fid, cases = measurement.result("serve"), measurement.result("fidelity"), measurement.edge_cases()
+    metrics = {**serve["metrics"], **(fid["metrics"] if fid else {}), "peak_rss_mb": measurement.serving_peak_mb,
+               "edge_cases_passed": sum(c["passed"] for c in cases) / len(cases),
+               "evaluation_s": time.monotonic() - started}
+    missing = [m for m in (*SERVING_METRICS, *(FIDELITY_METRICS if fidelity else ())) if m not in metrics]
     if missing:
         raise RuntimeError(f"evaluation produced no {missing}: a bug in slmops.evaluate")
-    fidelity_by_index = {row["index"]: row for row in fid.result["items"]}
-    items = []
-    for item in serve.result["items"]:
-        extra = fidelity_by_index.get(item["index"], {})
-        items.append({**item, **{f"fidelity_{k}": v for k, v in extra.items() if k != "index"}})
+    by_index = {row["index"]: row for row in (fid["items"] if fid else [])}
+    items = [{**item, **{f"fidelity_{k}": v for k, v in by_index.get(item["index"], {}).items() if k != "index"}}
+             for item in serve["items"]]
     details = {
-        "speed_by_length": serve.result["speed"],
-        "leak": serve.result["leak"],
-        "edge_cases": cases,
-        "context_length": serve.result["context_length"],
-        "processes": [
-            {"mode": run.mode, "seconds": round(run.seconds, 3), "peak_rss_mb": round(run.peak_rss_mb, 3),
-             "returncode": run.returncode}
-            for run in (serve, *edge_runs, fid)
-        ],
-        "timings_s": {**serve.result["timings_s"], **fid.result["timings_s"]},
+        "speed_by_length": serve["speed"], "leak": serve["leak"], "edge_cases": cases,
+        "context_length": serve["context_length"],
+        "processes": [{"mode": run.mode, "seconds": round(run.seconds, 3), "peak_rss_mb": round(run.peak_rss_mb, 3),
+                       "returncode": run.returncode} for run in measurement.runs],
+        "timings_s": {**serve["timings_s"], **(fid["timings_s"] if fid else {})},
         "not_finite": sorted(k for k, v in metrics.items() if not math.isfinite(v)),
     }
-    evaluation = {
-        "key": key,
-        "variant_dir": str(variant_dir),
-        "baseline_dir": str(baseline_dir),
-        "foundry_model_id": foundry_model_id,
-        "settings": settings.model_dump(mode="json"),
-        "metrics": metrics,
-        "items": items,
-        "details": details,
-    }
+    evaluation = {"key": key, "variant_dir": str(variant_dir), "baseline": request["baseline"],
+                  "foundry_model_id": foundry_model_id, "settings": settings.model_dump(mode="json"),
+                  "metrics": metrics, "items": items, "details": details}
     write_json(out_dir / RESULT_NAME, evaluation)
     return evaluation

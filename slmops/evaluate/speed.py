@@ -1,25 +1,20 @@
-"""Speed through the serving runtime, streaming: time to first token, prefill and decode tokens/s, whole-response time,
-at several prompt lengths, after warm-up, as percentiles over repetitions.
+"""Speed through the serving runtime, streaming: time to first token, prefill and decode tokens/s, whole-response
+time, at several prompt lengths, each figure with its median, p95, spread and the median's 95 % interval.
 
-    .venv/bin/python -m pytest tests/evaluate/test_speed.py -q
+    .venv/bin/python -m pytest tests/evaluate/test_speed.py tests/evaluate/test_speed_summary.py -q
 
-What a streamed request through Foundry Local 2.2.1 looks like, measured here (and why decode speed is not just
-``(n - 1) / (t_last - t_first)``):
+Each timed request is counted once. Decode speed comes from the stream's own token times, (n - 1) / (t_last -
+t_first), wherever tokens come slower than the stream delivers them: through Foundry Local 2.2.1 each token reaches
+Python as it is made when it takes a few ms (any real model). When tokens are faster than the callback that drains
+the runtime's queue (the demo model makes one in ~0.15 ms), they arrive in one burst at the end and their times say
+nothing; there, and only there, decode speed is taken by difference: each prompt is also sent with a budget of one
+token, and decode = (n - 1) / (end_n - median(end_1)), the set-up and prefill cancelling out. Which method timed a
+length is decided by its first (warm-up) request and recorded; a difference too small to stand clear of the
+request-to-request jitter is marked unresolved (``decode_timing_resolved``), not reported as a fact.
 
-* Every request pays a fixed set-up cost before the first token (about 14 ms on 2 cores: a chat session, the chat
-  template, tokenizing); it is part of the time to first token a user sees, so it stays in ``ttft``.
-* The pieces reach Python through a callback that drains the runtime's item queue. When a token takes a few ms they
-  arrive one by one; when tokens are faster than the callback (the demo model makes one in ~0.15 ms) they arrive
-  in one burst at the end, and ``t_last - t_first`` is ~10 us for 7 tokens: 250,000 "tokens/s".
-* So decode speed is measured by difference, which holds in both regimes: each prompt is also sent with a budget
-  of one token, and ``decode = (n - 1) / (end_n - median(end_1))``: the extra tokens over the extra time, the
-  set-up and the prefill cancelling out. The streamed figure is kept as ``decode_tokens_per_s_stream``.
-* That difference is only as good as the request-to-request jitter allows: the demo model's 8 extra tokens take
-  ~1 ms against ~15 ms requests that vary by 0.2-3 ms on a busy 2-core machine, so its decode figure is rough; each
-  length says whether its extra time stood clear of the jitter (``decode_timing_resolved``). A model at a few ms
-  per token is timed within a few % of a plain onnxruntime-genai loop (tests/evaluate/test_speed.py).
-* Time to first token comes from the one-token requests: their one piece arrives when it is made, while a longer
-  request's first piece may wait in a burst.
+Repetitions are adaptive: a length is repeated until the 95 % interval of its median decode speed and time to first
+token is within ``ci_target`` of the median, or ``repetitions`` is reached; the record says which stopped it. Lengths
+take turns within each round, so a change of load on a shared machine hits all of them alike.
 """
 
 from __future__ import annotations
@@ -32,44 +27,52 @@ from typing import Any
 
 import numpy as np
 
+from slmops.evaluate.stats import converged, describe
+
 ChatFn = Callable[[str, int], Iterator[str]]
 CountFn = Callable[[str], int]
+# tokens whose pieces arrive at least this far apart on the median are streamed as they are made (a burst delivers
+# them microseconds apart)
+STREAM_MIN_GAP_S = 0.001
+FIGURES = ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "response_ms")
 
 
 @dataclass(frozen=True)
 class StreamTiming:
-    """One streamed request, timed from the call: first piece, end of stream, pieces."""
+    """One streamed request, timed from the call: first piece, last piece, end of stream, pieces."""
 
     first_s: float | None
     end_s: float
     last_s: float | None
     pieces: int
+    median_gap_s: float | None
     text: str
+
+    @property
+    def stream_decode(self) -> float | None:
+        if self.pieces < 2 or self.last_s is None or self.last_s <= self.first_s:
+            return None
+        return (self.pieces - 1) / (self.last_s - self.first_s)
 
 
 def time_stream(chat: ChatFn, prompt: str, max_tokens: int) -> StreamTiming:
     """Send one request and time its stream as the caller sees it."""
     started = time.perf_counter()
-    first = last = None
+    stamps: list[float] = []
     parts: list[str] = []
     for piece in chat(prompt, max_tokens):
-        last = time.perf_counter()
-        if first is None:
-            first = last
+        stamps.append(time.perf_counter())
         parts.append(piece)
     end = time.perf_counter()
-    return StreamTiming(
-        first_s=None if first is None else first - started,
-        end_s=end - started,
-        last_s=None if last is None else last - started,
-        pieces=len(parts),
-        text="".join(parts),
-    )
+    gaps = np.diff(stamps)
+    return StreamTiming(first_s=stamps[0] - started if stamps else None, end_s=end - started,
+                        last_s=stamps[-1] - started if stamps else None, pieces=len(parts),
+                        median_gap_s=float(np.median(gaps)) if gaps.size else None, text="".join(parts))
 
 
 @dataclass(frozen=True)
 class LengthPrompt:
-    """A prompt made to be about ``target`` tokens long, and its length as the runtime counted it."""
+    """A prompt made to be about ``target`` tokens long, and its length as the runtime counts it."""
 
     target: int
     prompt: str
@@ -110,96 +113,129 @@ def build_length_prompts(
     return prompts
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
+class LengthRun:
+    """The requests of one prompt length: its method, its samples, and what stopped it."""
+
+    def __init__(self, prompt: LengthPrompt) -> None:
+        self.prompt = prompt
+        self.method: str | None = None  # "stream" or "difference", set by the first request
+        self.samples: list[dict[str, Any]] = []
+        self.stopped_by: str | None = None
+
+    def request(self, chat: ChatFn, max_new_tokens: int, measured: bool) -> None:
+        full = time_stream(chat, self.prompt.prompt, max_new_tokens)
+        if self.method is None:
+            gap = full.median_gap_s
+            self.method = "stream" if full.pieces >= 2 and gap is not None and gap >= STREAM_MIN_GAP_S \
+                else "difference"
+        one = time_stream(chat, self.prompt.prompt, 1) if self.method == "difference" else None
+        if measured:
+            self.samples.append({"full": asdict(full), "one": asdict(one) if one else None})
+
+    def figures(self) -> dict[str, list[float]]:
+        """ttft_ms, prefill_tokens_per_s, decode_tokens_per_s and response_ms of every measured request."""
+        out: dict[str, list[float]] = {name: [] for name in FIGURES}
+        one_end = statistics.median(s["one"]["end_s"] for s in self.samples) if self.method == "difference" \
+            and self.samples else None
+        for s in self.samples:
+            full, one = s["full"], s["one"]
+            # a one-token request's piece arrives when it is made; a longer request's first piece may wait in a burst
+            first = (one or full)["first_s"]
+            if first:
+                out["ttft_ms"].append(first * 1000)
+                out["prefill_tokens_per_s"].append(self.prompt.prompt_tokens / first)
+            out["response_ms"].append(full["end_s"] * 1000)
+            if full["pieces"] < 2:
+                continue
+            if self.method == "stream" and full["last_s"] > full["first_s"]:
+                out["decode_tokens_per_s"].append((full["pieces"] - 1) / (full["last_s"] - full["first_s"]))
+            elif self.method == "difference" and full["end_s"] > one_end:
+                out["decode_tokens_per_s"].append((full["pieces"] - 1) / (full["end_s"] - one_end))
+        return out
+
+    def resolved(self) -> bool:
+        """Stream timing always is; a difference is when the extra tokens take clearly longer than one-token
+        requests vary."""
+        if self.method == "stream":
+            return True
+        ones = [s["one"]["end_s"] for s in self.samples]
+        fulls = [s["full"]["end_s"] for s in self.samples]
+        if not ones:
+            return False
+        extra = statistics.median(fulls) - statistics.median(ones)
+        return extra > 2 * (float(np.percentile(ones, 75)) - float(np.percentile(ones, 25)))
+
+    def done(self, min_repetitions: int, repetitions: int, ci_target: float) -> bool:
+        n = len(self.samples)
+        if n >= repetitions:
+            self.stopped_by = "max_repetitions"
+        elif n >= min_repetitions and ci_target > 0:
+            figures = self.figures()
+            if converged(figures["decode_tokens_per_s"], ci_target) and converged(figures["ttft_ms"], ci_target):
+                self.stopped_by = "interval"
+        return self.stopped_by is not None
 
 
-def measure_speed(
-    chat: ChatFn,
-    prompts: list[LengthPrompt],
-    max_new_tokens: int,
-    repetitions: int,
-    warmup: int,
-    progress: Callable[[int, int], None],
-) -> list[dict[str, Any]]:
-    """Per request pair (a one-token request, then a full one), at every length in turn, warm-up first."""
-    samples: list[dict[str, Any]] = []
-    total = (warmup + repetitions) * len(prompts)
+def measure_speed(chat: ChatFn, prompts: list[LengthPrompt], max_new_tokens: int, warmup: int,
+                  min_repetitions: int, repetitions: int, ci_target: float,
+                  progress: Callable[[int, int], None]) -> list[LengthRun]:
+    """Warm-up, then rounds of one request per length still running, until each length is done."""
+    runs = [LengthRun(p) for p in prompts]
+    total = (warmup + repetitions) * len(runs)
     done = 0
-    # lengths take turns within each repetition, so a change of load on a shared machine hits all of them alike
-    for rep in range(warmup + repetitions):
-        for length in prompts:
-            one = time_stream(chat, length.prompt, 1)
-            full = time_stream(chat, length.prompt, max_new_tokens)
+    for _ in range(warmup):
+        for run in runs:
+            run.request(chat, max_new_tokens, measured=False)
             done += 1
             progress(done, total)
-            if rep < warmup:
-                continue
-            samples.append({"target": length.target, "prompt_tokens": length.prompt_tokens, "one": asdict(one),
-                            "full": asdict(full)})
-    return samples
+    active = list(runs)
+    while active:
+        for run in active:
+            run.request(chat, max_new_tokens, measured=True)
+            done += 1
+            progress(done, total)
+        active = [run for run in active if not run.done(min_repetitions, repetitions, ci_target)]
+    progress(total, total)
+    return runs
 
 
-def summarise_speed(samples: list[dict[str, Any]], prompts: list[LengthPrompt]) -> tuple[dict[str, float], dict]:
-    """Percentiles pooled over every length, per-length medians, and the consistency of decode speed across lengths."""
+def _named(figure: str, summary: dict[str, float]) -> dict[str, float]:
+    """A figure's summary under its metric names: ttft_ms_p50 ..., decode_tokens_per_s (the median) ..."""
+    head = f"{figure}_p50" if figure.endswith("_ms") else figure
+    return {head: summary["p50"], f"{figure}_p95": summary["p95"], f"{figure}_std": summary["std"],
+            f"{figure}_ci95_low": summary["ci95_low"], f"{figure}_ci95_high": summary["ci95_high"]}
+
+
+def summarise_speed(runs: list[LengthRun]) -> tuple[dict[str, float], dict[int, dict[str, Any]]]:
+    """Each figure pooled over every length (median, p95, std, 95 % interval), the per-length medians, and how
+    consistent decode speed is across lengths."""
+    pooled: dict[str, list[float]] = {name: [] for name in FIGURES}
     per_length: dict[int, dict[str, Any]] = {}
-    pooled: dict[str, list[float]] = {"ttft": [], "response": [], "prefill": [], "decode": [], "stream": []}
-    for length in prompts:
-        rows = [s for s in samples if s["target"] == length.target]
-        ttft = [r["one"]["first_s"] for r in rows if r["one"]["first_s"] is not None]
-        one_end = statistics.median(r["one"]["end_s"] for r in rows)
-        decode, stream = [], []
-        for r in rows:
-            full = r["full"]
-            extra_s = full["end_s"] - one_end
-            if full["pieces"] >= 2 and extra_s > 0:
-                decode.append((full["pieces"] - 1) / extra_s)
-            if full["pieces"] >= 2 and full["last_s"] > full["first_s"]:
-                stream.append((full["pieces"] - 1) / (full["last_s"] - full["first_s"]))
-        response = [r["full"]["end_s"] for r in rows]
-        one_ends = [r["one"]["end_s"] for r in rows]
-        # the decode time is resolved when the extra tokens take clearly longer than one-token requests vary
-        extra_ms = (statistics.median(response) - one_end) * 1000
-        spread_ms = (_percentile(one_ends, 75) - _percentile(one_ends, 25)) * 1000
-        prefill = [length.prompt_tokens / t for t in ttft if t > 0]
-        pooled["ttft"] += ttft
-        pooled["response"] += response
-        pooled["prefill"] += prefill
-        pooled["decode"] += decode
-        pooled["stream"] += stream
-        per_length[length.target] = {
-            "prompt_tokens": length.prompt_tokens,
-            "clipped": length.clipped,
-            "answer_tokens": int(statistics.median(r["full"]["pieces"] for r in rows)),
-            "ttft_ms_p50": _percentile(ttft, 50) * 1000,
-            "ttft_ms_p95": _percentile(ttft, 95) * 1000,
-            "prefill_tokens_per_s": _percentile(prefill, 50),
-            "decode_tokens_per_s": _percentile(decode, 50),
-            "decode_tokens_per_s_stream": _percentile(stream, 50),
-            "response_ms_p50": _percentile(response, 50) * 1000,
-            "decode_samples": len(decode),
-            "decode_extra_ms": extra_ms,
-            "one_token_spread_ms": spread_ms,
-            "decode_timing_resolved": extra_ms > 2 * spread_ms,
-            "prompt": length.prompt,
+    for run in runs:
+        figures = run.figures()
+        for name in FIGURES:
+            pooled[name] += figures[name]
+        per_length[run.prompt.target] = {
+            "prompt_tokens": run.prompt.prompt_tokens, "clipped": run.prompt.clipped, "prompt": run.prompt.prompt,
+            "answer_tokens": int(statistics.median(s["full"]["pieces"] for s in run.samples)),
+            "method": run.method, "repetitions": len(run.samples), "stopped_by": run.stopped_by,
+            "decode_timing_resolved": run.resolved(),
+            **{name: describe(values) for name, values in figures.items()},
         }
-    rates = [v["decode_tokens_per_s"] for v in per_length.values() if np.isfinite(v["decode_tokens_per_s"])]
-    metrics = {
-        "ttft_ms_p50": _percentile(pooled["ttft"], 50) * 1000,
-        "ttft_ms_p95": _percentile(pooled["ttft"], 95) * 1000,
-        "prefill_tokens_per_s": _percentile(pooled["prefill"], 50),
-        "decode_tokens_per_s": _percentile(pooled["decode"], 50),
-        "decode_tokens_per_s_stream": _percentile(pooled["stream"], 50),
-        "response_ms_p50": _percentile(pooled["response"], 50) * 1000,
-        "response_ms_p95": _percentile(pooled["response"], 95) * 1000,
-        # 1.0: decode runs as fast at the longest prompt as at the shortest
-        "speed_consistency": min(rates) / max(rates) if len(rates) == len(per_length) and max(rates) > 0
-        else float("nan"),
-        # share of lengths whose decode time stood clear of the request-to-request jitter; below 1, read
-        # decode_tokens_per_s and speed_consistency as rough (a model that makes a token in 0.1 ms, like the demo's)
-        "decode_timing_resolved": sum(v["decode_timing_resolved"] for v in per_length.values()) / len(per_length),
-    }
+    metrics: dict[str, float] = {}
+    for name in FIGURES:
+        metrics.update(_named(name, describe(pooled[name])))
+    rates = [row["decode_tokens_per_s"]["p50"] for row in per_length.values()]
+    finite = [r for r in rates if np.isfinite(r)]
+    # 1.0: decode runs as fast at the longest prompt as at the shortest
+    metrics["speed_consistency"] = min(finite) / max(finite) if len(finite) == len(rates) and max(finite) > 0 \
+        else float("nan")
+    # share of lengths whose decode time stood clear of the timer's limits; below 1, read decode_tokens_per_s and
+    # speed_consistency as rough (a model that makes a token in 0.1 ms, like the demo's)
+    metrics["decode_timing_resolved"] = sum(r["decode_timing_resolved"] for r in per_length.values()) / len(runs)
+    metrics["decode_timed_by_stream"] = sum(r["method"] == "stream" for r in per_length.values()) / len(runs)
     for target, row in per_length.items():
-        for name in ("ttft_ms_p50", "prefill_tokens_per_s", "decode_tokens_per_s"):
-            metrics[f"{name}_at_{target}"] = row[name]
+        metrics[f"ttft_ms_p50_at_{target}"] = row["ttft_ms"]["p50"]
+        metrics[f"prefill_tokens_per_s_at_{target}"] = row["prefill_tokens_per_s"]["p50"]
+        metrics[f"decode_tokens_per_s_at_{target}"] = row["decode_tokens_per_s"]["p50"]
     return metrics, per_length

@@ -1,16 +1,19 @@
-"""The measuring process: one fresh Python process per variant and kind of measurement, started by runner.py.
+"""The measuring process: one fresh Python process per variant, started by runner.py, that loads the variant once
+in Foundry Local and measures everything in turn.
 
-    python -m slmops.evaluate.worker serve|edge|fidelity REQUEST.json RESULT.json
+    python -m slmops.evaluate.worker measure|baseline REQUEST.json RESULT.json
 
-* ``serve``: through Foundry Local, with the variant loaded once: speed at every prompt length, memory after load,
-  CPU use while generating, the leak check, and the answers to the eval set.
-* ``edge``: the edge cases, one by one, each announced before it runs so that the parent can name the case that
-  killed the process.
-* ``fidelity``: teacher-forcing with onnxruntime against the baseline (no Foundry Local in this process, so its
-  memory never counts against the serving figures).
+* ``measure``, phase ``serve``: with the variant loaded, speed at every prompt length, memory after load, CPU use
+  while generating, the eval answers (each followed by the process's resident memory: they are the leak check's
+  generations, with more only if the settings ask for more). Phase ``edge``: the edge cases, each announced before it
+  runs so that the parent can name a case that kills the process. Then the model is unloaded, the parent takes the
+  serving peak of resident memory (it waits for the parent's go on stdin), and phase ``fidelity`` teacher-forces the
+  eval rows through the variant with onnxruntime against the stored baseline.
+* ``baseline``: the fp32 baseline teacher-forced once, stored compactly for every variant and later sweep.
 
-Progress and case events go to stdout as lines starting with ``@slmops-eval `` and a JSON object; anything else on
-stdout is the runtime's own chatter. The result is written to RESULT.json atomically, only when the work is done.
+Each phase writes ``measure-<phase>.json`` into the request's out_dir as soon as it is done, so a process that dies
+later loses nothing before it. Events go to stdout as lines starting with ``@slmops-eval `` and a JSON object;
+anything else on stdout is the runtime's own chatter.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -41,157 +45,162 @@ def progress_of(phase: str):
     return report
 
 
-def context_length(model_dir: Path) -> int:
-    """The model's context length from genai_config.json."""
-    from slmops.adapters.genai import context_length as read
-
-    value = read(model_dir)
-    if value is None:
-        raise ValueError(f"{model_dir}/genai_config.json gives no context_length")
-    return value
+def phase_file(out_dir: Path, phase: str) -> Path:
+    return Path(out_dir) / f"measure-{phase}.json"
 
 
-@contextlib.contextmanager
-def hold_loaded(foundry: Any, model_id: str) -> Iterator[float]:
-    """Keep the model loaded for the block, so that no request pays for loading it; yields the load time in s.
+class Variant:
+    """The variant under measurement: Foundry Local to chat with, its tokenizer to count prompt tokens."""
 
-    FoundryLocal.chat_stream loads and unloads a model that is not loaded, per request.
-    """
-    load_s = foundry.load(model_id)
-    try:
-        yield load_s
-    finally:
-        foundry.unload(model_id)
+    def __init__(self, request: dict[str, Any]) -> None:
+        from slmops.adapters.foundry import FoundryLocal
+        from slmops.adapters.genai import context_length
+        from slmops.evaluate.settings import EvaluationSpec
+
+        self.request = request
+        self.settings = EvaluationSpec.model_validate(request["settings"])
+        self.folder = Path(request["variant_dir"])
+        self.model_id = request["model_id"]
+        self.context = context_length(self.folder)
+        if self.context is None:
+            raise ValueError(f"{self.folder}/genai_config.json gives no context_length")
+        self.foundry = FoundryLocal(Path(request["foundry_cache"]))
+
+    def chat(self, prompt: str, max_tokens: int) -> Iterator[str]:
+        return self.foundry.chat_stream(self.model_id, prompt, max_tokens=max_tokens, temperature=0.0)
+
+    def token_counter(self):
+        """Prompt tokens as the runtime counts them: the model's chat template rendered, then its tokenizer."""
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+
+        def count(prompt: str) -> int:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                 tokenize=False)
+            return len(tokenizer.encode(text, add_special_tokens=False))
+
+        return count
+
+    @contextlib.contextmanager
+    def loaded(self) -> Iterator[float]:
+        """The model loaded for the block, so that no request pays for loading it; yields the load time in s."""
+        load_s = self.foundry.load(self.model_id)
+        try:
+            yield load_s
+        finally:
+            self.foundry.unload(self.model_id)
 
 
-def _settings(request: dict[str, Any]):
-    from slmops.evaluate.settings import EvaluationSpec
-
-    return EvaluationSpec.model_validate(request["settings"])
-
-
-def _foundry_chat(request: dict[str, Any]):
-    """The Foundry Local adapter on the request's cache folder, and a greedy chat function for the model."""
-    from slmops.adapters.foundry import FoundryLocal
-
-    foundry = FoundryLocal(Path(request["foundry_cache"]))
-    model_id = request["model_id"]
-
-    def chat(prompt: str, max_tokens: int) -> Iterator[str]:
-        return foundry.chat_stream(model_id, prompt, max_tokens=max_tokens, temperature=0.0)
-
-    return foundry, chat
-
-
-def serve(request: dict[str, Any]) -> dict[str, Any]:
-    """Speed, memory, CPU, leak check and eval answers through Foundry Local."""
-    from slmops.evalset import load_eval_set
+def serve(variant: Variant, items: list[dict[str, str]], load_s: float, rss_before: float) -> dict[str, Any]:
+    """Speed, CPU, the eval answers and the leak check, with the model loaded."""
     from slmops.evaluate import memory, quality, speed
 
-    settings = _settings(request)
-    items = load_eval_set(Path(request["dataset"]), settings.max_eval_items)
-    variant_dir = Path(request["variant_dir"])
-    context = context_length(variant_dir)
-    foundry, chat = _foundry_chat(request)
-    model_id = request["model_id"]
-    timings: dict[str, float] = {}
+    settings, timings = variant.settings, {}
+    rss_after_load = memory.rss_mb()
+    cpu = memory.CpuMeter()
+    started = time.perf_counter()
+    prompts = speed.build_length_prompts(variant.token_counter(), [item["prompt"] for item in items],
+                                         settings.prompt_lengths, variant.context - settings.max_new_tokens)
+    with cpu:
+        runs = speed.measure_speed(variant.chat, prompts, settings.max_new_tokens, settings.warmup,
+                                   settings.min_repetitions, settings.repetitions, settings.ci_target,
+                                   progress_of("speed"))
+    speed_metrics, per_length = speed.summarise_speed(runs)
+    timings["speed_s"] = time.perf_counter() - started
 
-    def count_tokens(prompt: str) -> int:
-        result = foundry.smoke_test(model_id, prompt, max_tokens=1)
-        # a prompt the runtime refuses is over the context: longer than any target
-        return int(result["prompt_tokens"]) if result["passed"] else sys.maxsize
-
-    rss_before = memory.rss_mb()
-    emit("progress", phase="load", done=0, total=1)
-    with hold_loaded(foundry, model_id) as load_s:
-        rss_after_load = memory.rss_mb()
-        emit("progress", phase="load", done=1, total=1)
-        cpu = memory.CpuMeter()
-
-        started = time.perf_counter()
-        units = [item["prompt"] for item in items]
-        prompts = speed.build_length_prompts(
-            count_tokens, units, settings.prompt_lengths, context - settings.max_new_tokens
-        )
-        with cpu:
-            samples = speed.measure_speed(
-                chat, prompts, settings.max_new_tokens, settings.repetitions, settings.warmup, progress_of("speed")
-            )
-        speed_metrics, per_length = speed.summarise_speed(samples, prompts)
-        timings["speed_s"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-
-        def generate(i: int) -> None:
-            list(chat(items[i % len(items)]["prompt"], settings.max_new_tokens))
-
-        with cpu:
-            leak = memory.leak_check(generate, settings.leak_generations, settings.leak_bound_mb, progress_of("leak"))
-        timings["leak_s"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        with cpu:
-            answers = quality.answer_items(chat, items, settings.max_new_tokens, progress_of("quality"))
-        scored = quality.score_items(answers, quality.FormatCheck(settings))
-        timings["quality_s"] = time.perf_counter() - started
-
-    metrics = {
-        **speed_metrics,
-        **quality.summarise_quality(scored),
-        "cpu_percent": cpu.percent,
-        "rss_before_load_mb": rss_before,
-        "rss_after_load_mb": rss_after_load,
-        "load_s": load_s,
-        "rss_growth_mb": leak["rss_growth_mb"],
-        "leak_check_passed": float(leak["passed"]),
-    }
-    return {
-        "metrics": metrics,
-        "items": scored,
-        "speed": {str(k): v for k, v in per_length.items()},
-        "speed_samples": samples,
-        "leak": leak,
-        "context_length": context,
-        "timings_s": timings,
-    }
+    started, followed = time.perf_counter(), []
+    with cpu:
+        answers = quality.answer_items(variant.chat, items, settings.max_new_tokens, progress_of("quality"),
+                                       after_each=lambda: followed.append(round(memory.rss_mb(), 3)))
+        leak = memory.leak_check(lambda i: list(variant.chat(items[i % len(items)]["prompt"], settings.max_new_tokens)),
+                                 settings.leak_generations, settings.leak_bound_mb, progress_of("leak"), followed)
+    scored = quality.score_items(answers, quality.FormatCheck(settings))
+    timings["quality_s"] = time.perf_counter() - started
+    metrics = {**speed_metrics, **quality.summarise_quality(scored), "cpu_percent": cpu.percent,
+               "rss_before_load_mb": rss_before, "rss_after_load_mb": rss_after_load, "load_s": load_s,
+               "rss_growth_mb": leak["rss_growth_mb"], "leak_check_passed": float(leak["passed"])}
+    return {"metrics": metrics, "items": scored, "speed": {str(k): v for k, v in per_length.items()},
+            "speed_samples": {str(r.prompt.target): r.samples for r in runs}, "leak": leak,
+            "context_length": variant.context, "timings_s": timings}
 
 
-def edge(request: dict[str, Any]) -> dict[str, Any]:
+def edge(variant: Variant, items: list[dict[str, str]], cases: list[str]) -> dict[str, Any]:
     """The requested edge cases, each announced before it runs and reported when done."""
-    from slmops.evalset import load_eval_set
     from slmops.evaluate.edge import run_edge_case
 
-    settings = _settings(request)
-    health_prompt = load_eval_set(Path(request["dataset"]), 1)[0]["prompt"]
-    context = context_length(Path(request["variant_dir"]))
-    foundry, chat = _foundry_chat(request)
-    max_tokens = min(settings.max_new_tokens, 16)
     results = []
-    with hold_loaded(foundry, request["model_id"]):
-        for done, case in enumerate(request["cases"], start=1):
-            emit("case", case=case)
-            result = run_edge_case(chat, case, context, health_prompt, max_tokens)
-            results.append(result)
-            emit("case_done", result=result)
-            emit("progress", phase="edge", done=done, total=len(request["cases"]))
+    for done, case in enumerate(cases, start=1):
+        emit("case", case=case)
+        if os.environ.get("SLMOPS_TEST_KILL_AT_EDGE_CASE") == case:  # fault injection for the tests
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = run_edge_case(variant.chat, case, variant.context, items[0]["prompt"],
+                               min(variant.settings.max_new_tokens, 16))
+        results.append(result)
+        emit("case_done", result=result)
+        emit("progress", phase="edge", done=done, total=len(cases))
     return {"cases": results}
 
 
 def fidelity(request: dict[str, Any]) -> dict[str, Any]:
-    """Teacher-forced fidelity of the variant to the baseline on the eval items."""
-    from slmops.evalset import load_eval_set
-    from slmops.evaluate.fidelity import fidelity as measure
+    """The variant teacher-forced against the stored baseline (by definition when it is the baseline)."""
+    from slmops.adapters.ort import LogitModel
+    from slmops.evaluate.fidelity import BaselineStore, compare_to_baseline, identical_to_baseline
 
-    settings = _settings(request)
-    items = load_eval_set(Path(request["dataset"]), settings.max_eval_items)
     started = time.perf_counter()
-    metrics, per_item = measure(
-        Path(request["variant_dir"]), Path(request["baseline_dir"]), items, progress_of("fidelity")
-    )
+    store = BaselineStore.load(Path(request["baseline"]))
+    if request["identical_to_baseline"]:
+        metrics, per_item = identical_to_baseline(store)
+    else:
+        metrics, per_item = compare_to_baseline(LogitModel(Path(request["variant_dir"])), store,
+                                                progress_of("fidelity"))
     return {"metrics": metrics, "items": per_item, "timings_s": {"fidelity_s": time.perf_counter() - started}}
 
 
-MODES = {"serve": serve, "edge": edge, "fidelity": fidelity}
+def measure(request: dict[str, Any]) -> dict[str, Any]:
+    """The phases the request names, in order, each written down as soon as it is done."""
+    from slmops.evalset import load_eval_set
+    from slmops.evaluate.memory import rss_mb
+    from slmops.files import write_json
+
+    phases, out = request["phases"], Path(request["out_dir"])
+    variant = Variant(request)
+    items = load_eval_set(Path(request["dataset"]), variant.settings.max_eval_items)
+    if "serve" in phases or "edge" in phases:
+        rss_before = rss_mb()
+        emit("progress", phase="load", done=0, total=1)
+        with variant.loaded() as load_s:
+            emit("progress", phase="load", done=1, total=1)
+            if "serve" in phases:
+                write_json(phase_file(out, "serve"), serve(variant, items, load_s, rss_before))
+            if "edge" in phases:
+                write_json(phase_file(out, "edge"), edge(variant, items, request["cases"]))
+    if "fidelity" in phases:
+        emit("serving_done")  # the parent reads the serving peak now: what comes next is not serving
+        sys.stdin.readline()
+        write_json(phase_file(out, "fidelity"), fidelity(request))
+    return {"phases": phases}
+
+
+def baseline(request: dict[str, Any]) -> dict[str, Any]:
+    """The fp32 baseline teacher-forced over the eval rows, stored compactly at request["store"]."""
+    from slmops.adapters.ort import LogitModel
+    from slmops.evalset import load_eval_set
+    from slmops.evaluate.fidelity import BaselineStore, render_sequences
+    from slmops.evaluate.settings import EvaluationSpec
+
+    started = time.perf_counter()
+    settings = EvaluationSpec.model_validate(request["settings"])
+    model = LogitModel(Path(request["baseline_dir"]))
+    items = load_eval_set(Path(request["dataset"]), settings.max_eval_items)
+    sequences = render_sequences(model.model_dir, items, model.eos_token_id, model.context_length)
+    store = BaselineStore.compute(model, sequences, progress=progress_of("baseline"))
+    store.save(Path(request["store"]))
+    return {"sequences": len(sequences), "positions": int(store.next_lp.size),
+            "seconds": time.perf_counter() - started}
+
+
+MODES = {"measure": measure, "baseline": baseline}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m slmops.evaluate.worker {'|'.join(MODES)} REQUEST.json RESULT.json", file=sys.stderr)
         return 2
     mode, request_path, result_path = args
-    # nothing can be downloaded here, and a hub look-up only waits (transformers reads the tokenizer in fidelity)
+    # nothing can be downloaded here, and a hub look-up only waits (transformers reads the tokenizer)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from slmops.errors import SlmopsError

@@ -32,6 +32,8 @@ def demo_run(demo_model, tmp_path_factory):
 def test_demo_builds_fp32_int8_and_two_int4_variants(demo_run):
     out, result, _ = demo_run
     assert result.returncode == 0, result.stderr[-3000:]
+    # nothing left for Prefect to send once its server is gone (it retried for over a minute at exit, printing this)
+    assert "Error logging to API" not in result.stderr and "Traceback" not in result.stderr
     report = json.loads((out / "report.json").read_text())
     assert [(v["name"], v["status"]) for v in report["variants"]] == [
         (v.name, "succeeded") for v in load_spec(DEMO_SPEC).variants]

@@ -73,3 +73,14 @@ def speed_variant(session_dir: Path, eval_foundry) -> tuple[Path, str]:
         "fp32"
     ]
     return folder, eval_foundry.register(folder, "evaltest-speed", _content_hash(folder), {"precision": "fp32"})
+
+
+@pytest.fixture(scope="session")
+def demo_baseline(demo_variants: dict[str, Path], demo_eval_set: Path, session_dir: Path) -> Path:
+    """The demo fp32 variant's stored baseline over the default settings' eval rows (what a sweep computes once)."""
+    from slmops.evaluate.baseline import ensure_baseline
+    from slmops.evaluate.settings import EvaluationSpec
+
+    stored = ensure_baseline(demo_variants["fp32"], demo_eval_set, EvaluationSpec(), "demo-baseline-key",
+                             session_dir / "baselines")
+    return stored.path

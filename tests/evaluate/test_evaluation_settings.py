@@ -44,3 +44,36 @@ def test_evaluation_settings_sort_prompt_lengths():
 def test_evaluation_settings_reject_bad_values_before_work(evaluation, message):
     with pytest.raises(SpecError, match=message.replace("(", r"\(")):
         parse_spec(_spec(evaluation))
+
+
+def test_each_profile_sets_its_fields_and_any_field_overrides_it():
+    quick, standard, thorough = (EvaluationSpec(profile=p) for p in ("quick", "standard", "thorough"))
+    assert EvaluationSpec() == standard
+    assert (quick.max_eval_items, quick.fidelity, quick.repetitions, quick.edge_cases) == (16, False, 10, EDGE_CASES)
+    assert (standard.max_eval_items, standard.fidelity, standard.ci_target) == (100, True, 0.03)
+    assert (thorough.max_eval_items, thorough.leak_generations) == (None, 500)
+    tuned = parse_spec(_spec({"profile": "quick", "max_eval_items": 40, "repetitions": 2})).evaluation
+    assert (tuned.max_eval_items, tuned.repetitions, tuned.min_repetitions, tuned.warmup) == (40, 2, 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "message"),
+    [
+        ({"profile": "fast"}, "evaluation.profile: Input should be 'quick', 'standard' or 'thorough'"),
+        ({"min_repetitions": 9, "repetitions": 4}, "min_repetitions 9 is above repetitions 4"),
+        ({"ci_target": 2}, "evaluation.ci_target"),
+    ],
+)
+def test_profile_and_repetition_settings_are_checked(evaluation, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(_spec(evaluation))
+
+
+def test_a_policy_on_fidelity_figures_is_refused_when_the_profile_does_not_measure_them():
+    data = {**_spec({"profile": "quick"}), "promotion": {"constraints": [{"metric": "kl_div_mean", "max": 0.01}]}}
+    with pytest.raises(SpecError) as err:
+        parse_spec(data)
+    assert str(err.value) == ("spec: the promotion policy names kl_div_mean, which evaluation profile 'quick' does "
+                              "not measure; set evaluation.fidelity: true or use profile standard or thorough")
+    data["evaluation"]["fidelity"] = True
+    assert parse_spec(data).evaluation.fidelity

@@ -1,4 +1,4 @@
-"""evaluate_variant end to end: fresh worker processes, Foundry Local serving the demo model, every metric.
+"""evaluate_variant end to end: a fresh measuring process, Foundry Local serving the demo model, every metric.
 
     .venv/bin/python -m pytest tests/evaluate/test_runner.py -q
 """
@@ -14,21 +14,23 @@ import pytest
 from slmops.errors import InputError, VariantError
 from slmops.evaluate import runner
 from slmops.evaluate.runner import RESULT_NAME, WorkerRun, evaluate_variant
-from slmops.metrics import EVALUATION_METRICS
 from slmops.evaluate.settings import EvaluationSpec
+from slmops.evaluate.worker import phase_file
+from slmops.metrics import FIDELITY_METRICS, SERVING_METRICS
 
 # a quick evaluation for the tests that check one behaviour, not the figures
 QUICK = {"repetitions": 2, "warmup": 1, "leak_generations": 8, "max_eval_items": 4, "edge_cases": ["empty"]}
 
 
 @pytest.fixture(scope="module")
-def int4_evaluation(demo_variants, registered_demo, eval_foundry, demo_eval_set, tmp_path_factory):
+def int4_evaluation(demo_variants, registered_demo, eval_foundry, demo_eval_set, demo_baseline, tmp_path_factory):
     """The demo int4-b32 variant evaluated with the default settings, and the progress reported on the way."""
     seen: list[tuple[str, int, int]] = []
     out = tmp_path_factory.mktemp("eval-int4-b32")
     result = evaluate_variant(
-        demo_variants["int4-b32"], demo_variants["fp32"], registered_demo["int4-b32"], eval_foundry.cache_dir,
-        EvaluationSpec(), demo_eval_set, out, progress=lambda phase, done, total: seen.append((phase, done, total)),
+        demo_variants["int4-b32"], registered_demo["int4-b32"], eval_foundry.cache_dir, EvaluationSpec(),
+        demo_eval_set, out, baseline=demo_baseline,
+        progress=lambda phase, done, total: seen.append((phase, done, total)),
     )
     return result, out, seen
 
@@ -36,8 +38,8 @@ def int4_evaluation(demo_variants, registered_demo, eval_foundry, demo_eval_set,
 def test_evaluate_variant_reports_every_metric_finite(int4_evaluation):
     result, _, _ = int4_evaluation
     metrics = result["metrics"]
-    assert set(EVALUATION_METRICS) <= set(metrics)
-    assert [name for name in EVALUATION_METRICS if not math.isfinite(metrics[name])] == []
+    assert set(SERVING_METRICS + FIDELITY_METRICS) <= set(metrics)
+    assert [name for name in SERVING_METRICS + FIDELITY_METRICS if not math.isfinite(metrics[name])] == []
     assert 0 < metrics["ttft_ms_p50"] <= metrics["ttft_ms_p95"]
     assert metrics["peak_rss_mb"] >= metrics["rss_after_load_mb"] > 0
     assert metrics["exact_match"] >= 0.95 and metrics["format_ok"] >= 0.95
@@ -72,16 +74,19 @@ def test_evaluate_variant_writes_items_and_result_file(int4_evaluation):
     assert expected <= set(item)
     written = json.loads((out / RESULT_NAME).read_text())
     assert written["metrics"] == pytest.approx(result["metrics"])
-    assert {"serve.json", "edge.json", "fidelity.json"} <= {p.name for p in out.iterdir()}
-    assert {phase for phase, _, _ in seen} == {"load", "speed", "leak", "quality", "edge", "fidelity"}
+    assert {"measure-serve.json", "measure-edge.json", "measure-fidelity.json"} <= {p.name for p in out.iterdir()}
+    # the eval answers are the leak check's generations: no generation made only to watch memory
+    assert {phase for phase, _, _ in seen} == {"load", "speed", "quality", "edge", "fidelity"}
+    assert result["details"]["leak"]["extra_generations"] == 0 and len(result["details"]["leak"]["rss_mb"]) == 100
+    assert [p["mode"] for p in result["details"]["processes"]] == ["measure"], "one process loads the variant once"
 
 
 def test_leak_check_fails_when_the_bound_is_below_the_measured_growth(
     demo_variants, registered_demo, eval_foundry, demo_eval_set, tmp_path
 ):
     settings = EvaluationSpec(**QUICK, leak_bound_mb=-1000.0)
-    result = evaluate_variant(demo_variants["fp32"], demo_variants["fp32"], registered_demo["fp32"],
-                              eval_foundry.cache_dir, settings, demo_eval_set, tmp_path)
+    result = evaluate_variant(demo_variants["fp32"], registered_demo["fp32"], eval_foundry.cache_dir, settings,
+                              demo_eval_set, tmp_path)
     assert result["metrics"]["rss_growth_mb"] > -1000.0
     assert result["metrics"]["leak_check_passed"] == 0.0
     assert result["details"]["leak"]["passed"] is False
@@ -92,9 +97,9 @@ def test_worker_crash_raises_variant_error_with_its_stderr(demo_variants, eval_f
     shutil.copytree(demo_variants["int8"], broken)
     (broken / "model.onnx").write_bytes(b"not an onnx model")
     model_id = eval_foundry.register(broken, "evaltest-broken", "broken-content", {"precision": "int8"})
-    with pytest.raises(VariantError, match=r"(?s)broken-int8: the serve evaluation process failed.*stderr ends with"):
-        evaluate_variant(broken, demo_variants["fp32"], model_id, eval_foundry.cache_dir, EvaluationSpec(**QUICK),
-                         demo_eval_set, tmp_path / "out")
+    with pytest.raises(VariantError, match=r"(?s)broken-int8: the measure evaluation process failed.*stderr ends with"):
+        evaluate_variant(broken, model_id, eval_foundry.cache_dir, EvaluationSpec(**QUICK), demo_eval_set,
+                         tmp_path / "out")
     eval_foundry.remove(model_id)
 
 
@@ -103,37 +108,61 @@ def test_worker_past_its_time_limit_is_stopped_and_raises_variant_error(
 ):
     settings = EvaluationSpec(**QUICK, worker_timeout_s=0.5)
     with pytest.raises(VariantError, match="ran past its limit"):
-        evaluate_variant(demo_variants["fp32"], demo_variants["fp32"], registered_demo["fp32"],
-                         eval_foundry.cache_dir, settings, demo_eval_set, tmp_path)
+        evaluate_variant(demo_variants["fp32"], registered_demo["fp32"], eval_foundry.cache_dir, settings,
+                         demo_eval_set, tmp_path)
 
 
 def test_evaluate_variant_rejects_a_bad_eval_set_before_starting_a_process(demo_variants, tmp_path):
     bad = tmp_path / "eval.jsonl"
     bad.write_text('{"question": "a"}\n')
     with pytest.raises(InputError, match="prompt"):
-        evaluate_variant(demo_variants["fp32"], demo_variants["fp32"], "evaltest-fp32:1", tmp_path, EvaluationSpec(),
-                         bad, tmp_path / "out")
-    assert not (tmp_path / "out" / "serve.request.json").exists()
+        evaluate_variant(demo_variants["fp32"], "evaltest-fp32:1", tmp_path, EvaluationSpec(), bad, tmp_path / "out")
+    assert not list((tmp_path / "out").glob("measure-*"))
 
 
 def test_edge_case_that_kills_its_process_fails_and_the_rest_still_run(monkeypatch, tmp_path):
     calls = []
 
-    def fake_run_worker(mode, request, out_dir, timeout_s, on_event):
-        """Same signature as run_worker: the first process dies during too_long, the second finishes."""
-        calls.append(list(request["cases"]))
+    def fake_run_worker(mode, request, out_dir, timeout_s, on_event, name=None):
+        """Same signature as run_worker: the first process serves, then dies during too_long; the second finishes."""
+        calls.append((list(request["phases"]), list(request["cases"])))
         if len(calls) == 1:
+            phase_file(out_dir, "serve").write_text("{}")
             on_event({"event": "case", "case": "empty"})
             on_event({"event": "case_done", "result": {"case": "empty", "passed": True, "outcome": "rejected"}})
             on_event({"event": "case", "case": "too_long"})
             return WorkerRun(mode, -11, False, 1.0, 100.0, None, "Segmentation fault")
-        return WorkerRun(mode, 0, False, 1.0, 100.0, {"cases": [
-            {"case": c, "passed": True, "outcome": "answered"} for c in request["cases"]]}, "")
+        phase_file(out_dir, "edge").write_text(json.dumps({"cases": [
+            {"case": c, "passed": True, "outcome": "answered"} for c in request["cases"]]}))
+        phase_file(out_dir, "fidelity").write_text("{}")
+        return WorkerRun(mode, 0, False, 1.0, 90.0, {"phases": request["phases"]}, "", serving_peak_mb=80.0)
 
     monkeypatch.setattr(runner, "run_worker", fake_run_worker)
     settings = EvaluationSpec(edge_cases=["empty", "too_long", "non_ascii"])
-    cases, runs = runner._run_edge_cases({}, settings, tmp_path, "v", None)
-    assert calls == [["empty", "too_long", "non_ascii"], ["non_ascii"]]
+    measurement = runner._Measurement({}, settings, tmp_path, "v", None)
+    measurement.run(["serve", "edge", "fidelity"])
+    assert calls == [(["serve", "edge", "fidelity"], ["empty", "too_long", "non_ascii"]),
+                     (["edge", "fidelity"], ["non_ascii"])]
+    cases = measurement.edge_cases()
     assert [(c["case"], c["passed"]) for c in cases] == [("empty", True), ("too_long", False), ("non_ascii", True)]
     assert cases[1]["outcome"] == "crashed the process" and "Segmentation fault" in cases[1]["detail"]
-    assert len(runs) == 2
+    assert measurement.serving_peak_mb == 100.0, "the serving peak is the first process's"
+
+
+def test_a_case_that_kills_the_real_process_fails_and_every_other_phase_is_measured(
+    demo_variants, registered_demo, eval_foundry, demo_eval_set, demo_baseline, tmp_path, monkeypatch
+):
+    # a fault injected for real: the measuring process SIGKILLs itself when it reaches the case
+    monkeypatch.setenv("SLMOPS_TEST_KILL_AT_EDGE_CASE", "whitespace")
+    settings = EvaluationSpec(**{**QUICK, "edge_cases": ["empty", "whitespace", "non_ascii"]})
+    result = evaluate_variant(demo_variants["int8"], registered_demo["int8"], eval_foundry.cache_dir, settings,
+                              demo_eval_set, tmp_path, baseline=demo_baseline)
+    cases = {c["case"]: c for c in result["details"]["edge_cases"]}
+    assert (cases["empty"]["passed"], cases["whitespace"]["passed"], cases["non_ascii"]["passed"]) == (
+        True, False, True)
+    assert cases["whitespace"]["outcome"] == "crashed the process"
+    assert result["metrics"]["edge_cases_passed"] == pytest.approx(2 / 3)
+    assert [p["returncode"] for p in result["details"]["processes"]] == [-9, 0]
+    metrics = result["metrics"]
+    assert metrics["exact_match"] >= 0.95 and math.isfinite(metrics["decode_tokens_per_s"])
+    assert 0 < metrics["kl_div_mean"] and math.isfinite(metrics["same_top_p"]), "fidelity ran in the new process"

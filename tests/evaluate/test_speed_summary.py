@@ -1,11 +1,10 @@
-"""How speed figures are derived from streamed requests: prompts of given lengths, burst-proof decode speed.
+"""How speed figures are derived from streamed requests: prompts of given lengths, decode speed from the stream's
+own token times (or by difference where tokens burst), each figure with its spread, repetitions that stop when sure.
 
     .venv/bin/python -m pytest tests/evaluate/test_speed_summary.py -q
 """
 
 from __future__ import annotations
-
-import math
 
 import pytest
 
@@ -24,35 +23,82 @@ def test_build_length_prompts_takes_the_longest_run_within_each_target():
     assert prompts[0].prompt == "one two three four five"
 
 
-def _fake_chat(setup_s: float, token_s: float, burst: bool, clock: list[float]):
-    """A stream whose pieces come after a set-up time, one per token_s, or all together at the end (burst)."""
+class FakeRuntime:
+    """A stream whose pieces come after a set-up time, one per token_s, or all together at the end (burst); it
+    counts the requests it answered."""
 
-    def chat(prompt: str, max_tokens: int):
-        clock[0] += setup_s
-        times = [clock[0] + token_s * (i + 1) for i in range(max_tokens)]
+    def __init__(self, clock: list[float], setup_s: float, token_s: float, burst: bool, jitter=None) -> None:
+        self.clock, self.setup_s, self.token_s, self.burst = clock, setup_s, token_s, burst
+        self.jitter = jitter or (lambda: 0.0)
+        self.requests = 0
+
+    def chat(self, prompt: str, max_tokens: int):
+        self.requests += 1
+        self.clock[0] += self.setup_s
+        token_s = self.token_s + self.jitter()
+        times = [self.clock[0] + token_s * (i + 1) for i in range(max_tokens)]
         for t in times:
-            clock[0] = times[-1] if burst else t
+            self.clock[0] = times[-1] if self.burst else t
             yield "x"
 
-    return chat
+
+@pytest.fixture
+def clock(monkeypatch) -> list[float]:
+    now = [0.0]
+    monkeypatch.setattr("slmops.evaluate.speed.time.perf_counter", lambda: now[0])
+    return now
 
 
-@pytest.mark.parametrize("burst", [False, True])
-def test_decode_speed_comes_from_the_extra_time_of_extra_tokens_even_when_pieces_burst(monkeypatch, burst):
-    clock = [0.0]
-    monkeypatch.setattr("slmops.evaluate.speed.time.perf_counter", lambda: clock[0])
-    chat = _fake_chat(setup_s=0.015, token_s=0.002, burst=burst, clock=clock)
-    prompts = [LengthPrompt(t, "p", t, False) for t in (16, 64, 160)]
-    samples = measure_speed(chat, prompts, max_new_tokens=11, repetitions=3, warmup=1, progress=lambda d, t: None)
-    metrics, per_length = summarise_speed(samples, prompts)
-    assert len(samples) == 9
+PROMPTS = [LengthPrompt(t, "p", t, False) for t in (16, 64, 160)]
+
+
+def test_decode_speed_comes_from_the_streams_token_times_when_tokens_stream(clock):
+    runtime = FakeRuntime(clock, setup_s=0.015, token_s=0.002, burst=False)
+    runs = measure_speed(runtime.chat, PROMPTS, max_new_tokens=11, warmup=1, min_repetitions=3, repetitions=10,
+                         ci_target=0.03, progress=lambda d, t: None)
+    metrics, per_length = summarise_speed(runs)
+    assert [r.method for r in runs] == ["stream"] * 3
+    # each timed request counted once: a warm-up and three measured requests per length, no one-token requests
+    assert runtime.requests == 3 * (1 + 3)
+    assert [r.stopped_by for r in runs] == ["interval"] * 3, "identical timings: sure after the minimum"
     assert metrics["decode_tokens_per_s"] == pytest.approx(500.0)
     assert metrics["ttft_ms_p50"] == pytest.approx(17.0)
     assert metrics["prefill_tokens_per_s"] == pytest.approx(64 / 0.017)
     assert metrics["response_ms_p50"] == pytest.approx(15 + 22)
-    assert metrics["speed_consistency"] == pytest.approx(1.0)
-    assert metrics["decode_timing_resolved"] == 1.0
-    assert set(per_length) == {16, 64, 160}
-    stream = metrics["decode_tokens_per_s_stream"]
-    # the streamed figure is right only while pieces arrive one by one
-    assert stream == pytest.approx(500.0) if not burst else not math.isfinite(stream)
+    assert (metrics["speed_consistency"], metrics["decode_timing_resolved"], metrics["decode_timed_by_stream"]) == (
+        pytest.approx(1.0), 1.0, 1.0)
+    assert metrics["decode_tokens_per_s_ci95_low"] == pytest.approx(500.0) == metrics["decode_tokens_per_s_ci95_high"]
+    assert set(per_length) == {16, 64, 160} and per_length[64]["repetitions"] == 3
+
+
+def test_decode_speed_is_taken_by_difference_when_tokens_burst(clock):
+    runtime = FakeRuntime(clock, setup_s=0.015, token_s=0.002, burst=True)
+    runs = measure_speed(runtime.chat, PROMPTS, max_new_tokens=11, warmup=1, min_repetitions=3, repetitions=10,
+                         ci_target=0.03, progress=lambda d, t: None)
+    metrics, _ = summarise_speed(runs)
+    assert [r.method for r in runs] == ["difference"] * 3
+    assert metrics["decode_tokens_per_s"] == pytest.approx(500.0)
+    assert metrics["ttft_ms_p50"] == pytest.approx(17.0)  # from the one-token requests, whose piece is not held back
+    assert metrics["decode_timed_by_stream"] == 0.0
+
+
+def test_noisy_timings_repeat_until_the_interval_is_tight_or_the_maximum(clock):
+    import random
+
+    noise = random.Random(7)
+    runtime = FakeRuntime(clock, setup_s=0.015, token_s=0.002, burst=False,
+                          jitter=lambda: noise.uniform(-0.0008, 0.0008))
+    runs = measure_speed(runtime.chat, PROMPTS, max_new_tokens=11, warmup=1, min_repetitions=3, repetitions=12,
+                         ci_target=0.005, progress=lambda d, t: None)
+    assert {r.stopped_by for r in runs} == {"max_repetitions"}
+    assert [len(r.samples) for r in runs] == [12] * 3
+    metrics, _ = summarise_speed(runs)
+    low, mid, high = (metrics[f"decode_tokens_per_s{s}"] for s in ("_ci95_low", "", "_ci95_high"))
+    assert low < mid < high and metrics["decode_tokens_per_s_std"] > 0
+
+
+def test_without_a_target_every_length_gets_every_repetition(clock):
+    runtime = FakeRuntime(clock, setup_s=0.015, token_s=0.002, burst=False)
+    runs = measure_speed(runtime.chat, PROMPTS, max_new_tokens=5, warmup=0, min_repetitions=2, repetitions=4,
+                         ci_target=0.0, progress=lambda d, t: None)
+    assert [(len(r.samples), r.stopped_by) for r in runs] == [(4, "max_repetitions")] * 3

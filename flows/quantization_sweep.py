@@ -20,14 +20,16 @@ from slmops.adapters.tracking import default_tracking_uri
 from slmops.config import SweepSpec
 from slmops.errors import TrackingLostError, VariantError
 from slmops.files import write_json
+from slmops.keys import variant_key
 from slmops.preflight import Checked, preflight
+from slmops.promote.champion import ChampionMeasured, ChampionToMeasure, needs_measuring
 from slmops.timing import Phases
 from slmops.variant import Variant, VariantResult
 from slmops.versions import tool_versions
 from slmops.workspace import Workspace
 from tasks.convert import convert, fingerprint
 from tasks.evaluate import baseline
-from tasks.promote import promote, register_versions
+from tasks.promote import find_champion, promote, register_versions
 from tasks.report import report as report_sweep
 from tasks.track import finish_sweep, track_sweep
 
@@ -56,12 +58,12 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
                          smoke_prompt=checked.smoke_prompt, dataset=checked.dataset, total=len(variants))
         with phases("evaluate"):
             job = _with_baseline(job, logger)
-        results = run_variants(job, variants)
+        results, champion = run_variants(job, variants, _champion_to_measure(job, variants))
         for result in results:
             phases.add(result.timings)
         _stop_if_tracking_lost(job, results, started)
         with phases("tracking"):
-            results, decision = promote_sweep(spec, tracking_uri, sweep_id, ws.work_dir, results)
+            results, decision = promote_sweep(spec, tracking_uri, sweep_id, ws.work_dir, results, champion)
         doc = report.sweep_report(sweep_id, spec, source_sha, versions, tracking_uri, parent, results,
                                   round(time.perf_counter() - started, 3), decision)
         with phases("report"):
@@ -74,8 +76,8 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
     return doc
 
 
-def promote_sweep(spec: SweepSpec, tracking_uri: str, sweep_id: str, work_dir: Path,
-                  results: list[VariantResult]) -> tuple[list[VariantResult], dict | None]:
+def promote_sweep(spec: SweepSpec, tracking_uri: str, sweep_id: str, work_dir: Path, results: list[VariantResult],
+                  champion: ChampionMeasured | None = None) -> tuple[list[VariantResult], dict | None]:
     """Register each succeeded variant as a model version and decide by the spec's policy (the sweep's tracking tail,
     shared with `slmops sync`)."""
     policy = spec.promotion
@@ -83,7 +85,9 @@ def promote_sweep(spec: SweepSpec, tracking_uri: str, sweep_id: str, work_dir: P
         return results, None
     registered_model = policy.registered_model or spec.model.name
     results = register_versions(tracking_uri, registered_model, sweep_id, results, policy.artifacts, str(work_dir))
-    decision = promote(tracking_uri, sweep_id, registered_model, policy, lock_dir=str(work_dir))
+    decision = promote(tracking_uri, sweep_id, registered_model, policy, lock_dir=str(work_dir),
+                       champion_fresh=champion.fresh if champion else None,
+                       champion_note=champion.note if champion else None)
     get_run_logger().info("decision: %s", decision["reason"])
     return results, decision
 
@@ -111,6 +115,16 @@ def _export(spec: SweepSpec, ws: Workspace, checked: Checked, variants: list[Var
         return None
     logger.info("exporting %s to fp32 ONNX (shared by the derived variants)", spec.model.name)
     return convert(spec.model.path.resolve(), ws.exports, source_sha, versions, spec.model.trust_remote_code, ws.logs)
+
+
+def _champion_to_measure(job: VariantJob, variants: list[Variant]) -> ChampionToMeasure | None:
+    """The current champion, when the policy names a figure of the machine and the champion is none of this sweep's
+    own variants: it is measured again beside them."""
+    policy = job.spec.promotion
+    if not (policy.enabled and job.evaluates and needs_measuring(policy)):
+        return None
+    keys = [variant_key(job.source_sha, v, job.tool_versions) for v in variants]
+    return find_champion(job.tracking_uri, policy.registered_model or job.spec.model.name, policy, keys, job.work_dir)
 
 
 def _with_baseline(job: VariantJob, logger) -> VariantJob:

@@ -20,26 +20,59 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from flows.variant import VariantJob, variant_pipeline
-from slmops.errors import SlmopsError
+from slmops.errors import SlmopsError, VariantError
 from slmops.keys import variant_key
+from slmops.promote.champion import ChampionMeasured, ChampionToMeasure
 from slmops.variant import Variant, VariantResult
+from tasks.evaluate import measure_champion
 
 VARIANT_DEPLOYMENT = "variant/on-worker"
 # the variant flow's return value is the sweep's entry for it: it must be persisted for this process to read it
 _JOB_VARIABLES = {"env": {"PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}}
 
 
-def run_variants(job: VariantJob, variants: list[Variant]) -> list[VariantResult]:
-    """Every variant's flow run: one after another in this process, or all at once on the workers."""
+def run_variants(job: VariantJob, variants: list[Variant], champion: ChampionToMeasure | None = None
+                 ) -> tuple[list[VariantResult], ChampionMeasured | None]:
+    """Every variant's flow run: one after another in this process, or all at once on the workers; and the current
+    champion measured again between them (after them, on workers), with the same settings.
+
+    When the champion is measured again, no candidate's measurements are reused: every timed number the decision
+    compares is then of this run's machine state."""
+    if champion is not None and champion.folder is not None:
+        job = job.model_copy(update={"spec": job.spec.model_copy(update={
+            "evaluation": job.spec.evaluation.model_copy(update={"reuse": False})})})
     if job.spec.execution.variants_on == "workers":
-        return run_variants_on_workers(job, variants, job.spec.execution.deployment)
-    results = []
+        results = run_variants_on_workers(job, variants, job.spec.execution.deployment)
+        return results, _measure_champion(job, champion)
+    results, measured, middle = [], None, len(variants) // 2
     for index, variant in enumerate(variants, 1):
+        if index == middle + 1:
+            measured = _measure_champion(job, champion)
         results.append(variant_pipeline(job, variant, index))
         if results[-1].mlflow_error and not job.tracking_lost:
             # the store is gone: the next variants log to a null tracker instead of retrying it once each
             job = job.model_copy(update={"tracking_lost": results[-1].mlflow_error})
-    return results
+    return results, measured
+
+
+def _measure_champion(job: VariantJob, champion: ChampionToMeasure | None) -> ChampionMeasured | None:
+    """The champion's numbers of today, or why there are none (its folder is gone, it would not run)."""
+    if champion is None:
+        return None
+    if champion.folder is None:
+        return ChampionMeasured(fresh=None, note=champion.note)
+    logger = get_run_logger()
+    logger.info("measuring the champion %s (version %s) again, beside the candidates", champion.name,
+                champion.model_version)
+    state = measure_champion(champion, job.spec.evaluation, job.dataset, job.spec.foundry, job.foundry_cache,
+                             job.ws.evaluations / f"champion-v{champion.model_version}", return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, VariantError):
+        logger.warning("%s", outcome)
+        return ChampionMeasured(fresh=None, note=f"{outcome}; stored numbers used")
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return ChampionMeasured(fresh=outcome, note="re-measured in this sweep, beside the candidates")
 
 
 def run_variants_on_workers(job: VariantJob, variants: list[Variant], deployment_name: str = VARIANT_DEPLOYMENT,

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from slmops.errors import SpecError
 from slmops.evaluate.settings import EvaluationSpec
-from slmops.metrics import FIDELITY_METRICS, METRICS
-from slmops.metrics import known as known_metric
+from slmops.metrics import FIDELITY_METRICS
+from slmops.promote.policy import Constraint, ObjectiveTerm, PromotionSpec  # noqa: F401 (part of the spec)
 from slmops.names import check_name
 from slmops.variant import Method, Precision, Variant
 
@@ -135,83 +135,6 @@ class FoundrySpec(_Strict):
     )
     smoke_max_tokens: int = Field(32, ge=1, le=1024, description="Tokens the smoke test may generate")
     smoke_timeout_s: float = Field(120, gt=0, description="Seconds before a smoke test counts as hung")
-
-
-class _MetricRef(_Strict):
-    metric: str = Field(description="A metric name (slmops.metrics.METRICS)")
-
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if not known_metric(v):
-            raise ValueError(f"unknown metric {v!r}; known: {', '.join(sorted(METRICS))}")
-        return v
-
-
-class Constraint(_MetricRef):
-    min: float | None = Field(None, description="Lowest value allowed")
-    max: float | None = Field(None, description="Highest value allowed")
-    min_ratio_to_baseline: float | None = Field(None, gt=0, description="Lowest value allowed, as a share of the "
-                                                "baseline's (0.98: at least 98% of the baseline)")
-    max_ratio_to_baseline: float | None = Field(None, gt=0, description="Highest value allowed, as a multiple of "
-                                                "the baseline's")
-
-    @model_validator(mode="after")
-    def _satisfiable(self) -> "Constraint":
-        bounds = (self.min, self.max, self.min_ratio_to_baseline, self.max_ratio_to_baseline)
-        if all(b is None for b in bounds):
-            raise ValueError(f"constraint on {self.metric} sets no bound; set min, max, min_ratio_to_baseline or "
-                             "max_ratio_to_baseline")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"contradictory constraint on {self.metric}: min {self.min} > max {self.max}")
-        if (self.min_ratio_to_baseline is not None and self.max_ratio_to_baseline is not None
-                and self.min_ratio_to_baseline > self.max_ratio_to_baseline):
-            raise ValueError(f"contradictory constraint on {self.metric}: min_ratio_to_baseline "
-                             f"{self.min_ratio_to_baseline} > max_ratio_to_baseline {self.max_ratio_to_baseline}")
-        _, low, high, _ = METRICS[self.metric]
-        if self.min is not None and high is not None and self.min > high:
-            raise ValueError(f"constraint on {self.metric} cannot be met: min {self.min} is above its highest "
-                             f"possible value {high}")
-        if self.max is not None and low is not None and self.max < low:
-            raise ValueError(f"constraint on {self.metric} cannot be met: max {self.max} is below its lowest "
-                             f"possible value {low}")
-        return self
-
-
-class ObjectiveTerm(_MetricRef):
-    goal: Literal["minimize", "maximize"] | None = Field(None, description="Default: the metric's better direction")
-
-    @property
-    def direction(self) -> str:
-        return self.goal or METRICS[self.metric][0]
-
-
-class PromotionSpec(_Strict):
-    enabled: bool = Field(True, description="Decide and move the champion alias after the sweep")
-    registered_model: str | None = Field(None, description="MLflow registered model; default: the model's name")
-    baseline: str | None = Field(None, description="Variant the ratios compare with; default: the fp32 variant")
-    constraints: tuple[Constraint, ...] = Field((), description="Every one must hold for a variant to be promoted")
-    objective: tuple[ObjectiveTerm, ...] = Field(
-        (ObjectiveTerm(metric="size_bytes", goal="minimize"),
-         ObjectiveTerm(metric="decode_tokens_per_s", goal="maximize")),
-        min_length=1, description="Ranking of the variants that meet the constraints: first term first, the next "
-                                  "ones break ties",
-    )
-    artifacts: Literal["copy", "reference"] = Field(
-        "copy", description="copy: the variant folder becomes the model version's artifacts; reference: the "
-                            "version points at the folder and records its size (for models of gigabytes)")
-
-    @model_validator(mode="after")
-    def _no_contradiction(self) -> "PromotionSpec":
-        by_metric: dict[str, list[Constraint]] = {}
-        for c in self.constraints:
-            by_metric.setdefault(c.metric, []).append(c)
-        for metric, group in by_metric.items():
-            lows = [c.min for c in group if c.min is not None]
-            highs = [c.max for c in group if c.max is not None]
-            if lows and highs and max(lows) > min(highs):
-                raise ValueError(f"contradictory constraints on {metric}: min {max(lows)} > max {min(highs)}")
-        return self
 
 
 class ExecutionSpec(_Strict):

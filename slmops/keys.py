@@ -45,7 +45,9 @@ def smoke_test_key(variant_key: str, model_id: str, prompt: str, max_tokens: int
 
 def evaluation_key(variant_key: str, baseline_key: str, settings: dict[str, Any], dataset_sha: str,
                    versions: dict[str, str]) -> str:
-    return content_key("evaluation", variant_key, baseline_key, settings, dataset_sha, versions)
+    """A variant's measurements: every setting but whether to reuse them (a switch, not content)."""
+    measured = {k: v for k, v in settings.items() if k != "reuse"}
+    return content_key("evaluation", variant_key, baseline_key, measured, dataset_sha, versions)
 
 
 def file_sha256(data: bytes) -> str:

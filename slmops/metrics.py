@@ -50,6 +50,9 @@ METRICS: dict[str, tuple[Goal, float | None, float | None, str]] = {
     "ln_ppl_ratio_err": ("minimize", 0, None, ""),
     "ln_ppl_correlation": ("maximize", -1, 1, ""),
 }
+# figures of the machine a variant runs on, not of the variant alone: compared only when measured side by side
+MACHINE_METRICS = frozenset(name for name, (_, _, _, unit) in METRICS.items() if unit in ("ms", "tok/s", "MB", "%")) \
+    | {"speed_consistency", "decode_timing_resolved", "leak_check_passed"}
 # the timed figures and the names of their spread (promotion compares them by their intervals)
 TIMED = {"ttft_ms_p50": "ttft_ms", "response_ms_p50": "response_ms", "prefill_tokens_per_s": "prefill_tokens_per_s",
          "decode_tokens_per_s": "decode_tokens_per_s"}

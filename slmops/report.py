@@ -72,12 +72,9 @@ def report_markdown(doc: dict, plots: dict[str, str]) -> str:
                   "marked so, and left out of the speed plot."]
     decision = doc.get("decision")
     if decision:
-        lines += ["", "## Decision", "", f"**{'Promoted' if decision['promoted'] else 'Not promoted'}.** "
-                  f"{decision['reason']}", ""]
-        if decision.get("champion"):
-            c = decision["champion"]
-            lines.append(f"Champion: **{c['name']}** (model version {c['model_version']}, Foundry Local id "
-                         f"`{c['foundry_model_id']}`)")
+        # the decision's own record: what happened, why, the objective's terms with their margins, the numbers
+        body = decision_markdown(decision).split("\n", 1)[1].strip()
+        lines += ["", "## Decision", "", f"**{'Promoted' if decision['promoted'] else 'Not promoted'}.**", "", body]
     for title, path in plots.items():
         lines += ["", f"## {title}", "", f"![{title}]({path})"]
     failed = [v for v in doc["variants"] if v["status"] == "failed"]
@@ -96,5 +93,5 @@ def prefect_table(doc: dict[str, Any]) -> list[dict[str, str]]:
 
 def decision_markdown(decision: dict[str, Any]) -> str:
     """A decision as report.json holds it, for people (decision.md, the Prefect UI)."""
-    fields = {k: decision[k] for k in Decision.__dataclass_fields__}
+    fields = {k: decision[k] for k in Decision.__dataclass_fields__ if k in decision}  # older reports lack some
     return _decision_markdown(Decision(**fields), decision["registered_model"])

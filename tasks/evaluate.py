@@ -8,8 +8,9 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from slmops.config import FoundrySpec
 from slmops.convert import Export
-from slmops.errors import VariantError
+from slmops.errors import SlmopsError, VariantError
 from slmops.evalset import dataset_sha256
 from slmops.evaluate.baseline import Baseline, ensure_baseline
 from slmops.evaluate.runner import RESULT_NAME, evaluate_variant
@@ -17,6 +18,7 @@ from slmops.evaluate.settings import EvaluationSpec
 from slmops.files import read_json
 from slmops.keys import baseline_key, evaluation_key
 from slmops.metrics import finite
+from slmops.promote.champion import ChampionToMeasure
 from slmops.variant import EvaluationRecord, VariantResult
 
 
@@ -62,3 +64,24 @@ def evaluate(result: VariantResult, stored: Baseline | None, settings: Evaluatio
     return result.with_metrics(finite(evaluation["metrics"]), eval_items=evaluation["items"],
                                evaluation=EvaluationRecord(dir=str(out_dir), reused=reused,
                                                            items=len(evaluation["items"])))
+
+
+@task(name="measure-champion", cache_policy=NONE)
+def measure_champion(champion: ChampionToMeasure, settings: EvaluationSpec, dataset: Path, foundry: FoundrySpec,
+                     foundry_cache: Path, out_dir: Path) -> dict[str, float]:
+    """The current champion measured again in this sweep, with the candidates' settings (its fidelity stays the one
+    measured against its own baseline)."""
+    from slmops import register as registering
+
+    name = (champion.foundry_model_id or f"{champion.registered_model}-{champion.name}:0").rpartition(":")[0]
+    try:
+        model_id = registering.register(champion.folder, name, champion.content_key,
+                                        {"display_name": f"{name} (champion)"}, foundry_cache,
+                                        foundry.model_config_overrides.model_dump())
+        evaluation = evaluate_variant(champion.folder, model_id, foundry_cache,
+                                      settings.model_copy(update={"fidelity": False, "reuse": False}), dataset,
+                                      out_dir, progress=_progress(f"champion {champion.name}"))
+    except SlmopsError as err:
+        raise VariantError(f"the champion {champion.name} (version {champion.model_version}) could not be measured "
+                           f"again: {err}") from err
+    return finite(evaluation["metrics"])

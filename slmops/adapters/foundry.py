@@ -150,9 +150,8 @@ class FoundryLocal:
             entries = index.setdefault(name, [])
             for entry in entries:
                 if entry["content_hash"] == content_hash:
-                    model_id = f"{name}:{entry['version']}"
-                    self._ensure_registered(model_id, entry, variant_dir, record, content_hash)
-                    return model_id
+                    return self._ensure_registered(f"{name}:{entry['version']}", entries, entry, variant_dir, record,
+                                                   content_hash)
 
             version = max((e["version"] for e in entries), default=0) + 1
             model_id = f"{name}:{version}"
@@ -171,19 +170,29 @@ class FoundryLocal:
             entries.append(RegistrationIndex.entry(version, content_hash, variant_dir, record))
             return model_id
 
-    def _ensure_registered(
-        self, model_id: str, entry: dict[str, Any], variant_dir: Path, record: dict[str, Any], content_hash: str
-    ) -> None:
-        """Same content again: keep the registration, re-creating it if Foundry lost it or its folder is gone."""
+    def _ensure_registered(self, model_id: str, entries: list[dict[str, Any]], entry: dict[str, Any],
+                           variant_dir: Path, record: dict[str, Any], content_hash: str) -> str:
+        """Same content again: keep its registration, re-creating it if Foundry lost it; when its folder is gone but
+        the content is now elsewhere, register that folder under the next version (Foundry Local 2.2.1 gives an empty
+        path for a registration whose folder is gone, and does not persist a new path for an id unregistered and
+        registered again in one process: seen, other processes kept the old path)."""
         registered = self._catalog.get_model_variant(model_id)
-        if registered is not None and (Path(registered.get_path()).is_dir() or not variant_dir.is_dir()):
-            return
-        if registered is not None:
-            # the registered folder was deleted but the same content was rebuilt elsewhere: point the id there
-            self._unload_if_loaded(registered)
-            self._catalog.unregister_model(model_id)
-        self._foundry_register(variant_dir, model_id, record, content_hash)
-        entry["path"] = str(variant_dir)
+        path = registered.get_path() if registered is not None else ""  # "" once its folder is gone
+        if registered is not None and ((path and Path(path).is_dir()) or not variant_dir.is_dir()):
+            return model_id
+        if registered is None:
+            self._foundry_register(variant_dir, model_id, record, content_hash)
+            entry["path"] = str(variant_dir)
+            return model_id
+        self._unload_if_loaded(registered)
+        self._catalog.unregister_model(model_id)
+        entries.remove(entry)
+        name = model_id.rsplit(":", 1)[0]
+        version = max((e["version"] for e in entries), default=entry["version"]) + 1
+        version = max(version, entry["version"] + 1)
+        self._foundry_register(variant_dir, f"{name}:{version}", record, content_hash)
+        entries.append(RegistrationIndex.entry(version, content_hash, variant_dir, record))
+        return f"{name}:{version}"
 
     def _foundry_register(self, variant_dir: Path, model_id: str, record: dict[str, Any], content_hash: str) -> None:
         with ModelInfoBuilder() as info:

@@ -205,6 +205,25 @@ class Tracker:
             path = self._call(self.client.download_artifacts, run_id, artifact_file, tmp)
             return json.loads(Path(path).read_text())
 
+    def load_dict_if_any(self, run_id: str, artifact_file: str) -> Any | None:
+        """A logged JSON artifact, or None when the run has none by that name."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.load_dict(run_id, artifact_file)
+        except (MlflowException, OSError):
+            return None
+
+    def download(self, run_id: str, artifact_path: str, dest: Path) -> Path | None:
+        """A run's artifact folder, copied under dest; None when the run or the artifact is gone."""
+        from mlflow.exceptions import MlflowException
+
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self._call(self.client.download_artifacts, run_id, artifact_path, str(dest)))
+        except (MlflowException, OSError):
+            return None
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self._call(self.client.set_terminated, run_id, status)
 
@@ -217,6 +236,28 @@ class Tracker:
             return []
         return self._call(self.client.search_runs, [exp.experiment_id], filter_string=filter_string,
                           max_results=max_results)
+
+    def run_tags(self, run_id: str | None) -> dict[str, str]:
+        """The tags of a run; empty when there is no such run."""
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return {}
+        try:
+            return dict(self.run(run_id).data.tags)
+        except MlflowException:
+            return {}
+
+    def run_metrics(self, run_id: str | None) -> dict[str, float]:
+        """The latest value of every metric of a run; empty when there is no such run."""
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return {}
+        try:
+            return dict(self.run(run_id).data.metrics)
+        except MlflowException:
+            return {}
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self._call(self.client.log_artifact, run_id, str(path), artifact_path)

@@ -1,7 +1,7 @@
 """The commands that read and act on what MLflow holds: compare a sweep's variants, decide again, show a champion.
 
     slmops compare [--sweep ID]                        # a logged sweep's variants (default: the latest sweep)
-    slmops promote --sweep ID [--policy FILE] [--dry-run]
+    slmops promote --sweep ID [--policy FILE] [--dry-run]  # --dry-run: the sweep's decision made again, from MLflow
     slmops champion [MODEL]                            # the champion, its metrics and Foundry Local id
 """
 
@@ -45,8 +45,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
     logged = parse_spec(store.load_dict(parent, "sweep_spec.json"), "logged spec")
     policy = policy or logged.promotion
     registered_model = policy.registered_model or logged.model.name
+    # the decision the sweep logged: a dry run makes it again against the champion it faced, with its numbers then
+    faced = store.load_dict_if_any(parent, "decision.json")
     doc = promote.fn(store.tracking_uri, args.sweep, registered_model, policy, move_aliases=not args.dry_run,
-                     lock_dir=str(work_dir(args)))
+                     lock_dir=str(work_dir(args)), faced=faced)
     print(decision_markdown(doc))
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -93,7 +95,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("promote", help="decide again from a sweep's logged metrics and move the aliases")
     p.add_argument("--sweep", required=True, help="sweep id")
     p.add_argument("--policy", help="policy YAML (a spec's promotion: section); default: the sweep's own")
-    p.add_argument("--dry-run", action="store_true", help="decide, but move no alias")
+    p.add_argument("--dry-run", action="store_true",
+                   help="decide again as the sweep did (the champion it faced, its numbers then); move no alias")
     p.add_argument("--json", action="store_true", help="also print the decision as JSON")
     add_work_dir(p)
     p.set_defaults(func=cmd_promote)

@@ -13,6 +13,7 @@ from slmops.adapters.tracking import KIND_TAG, SWEEP_TAG, VARIANT_TAG, Registry,
 from slmops.errors import InputError
 from slmops.metrics import HEADLINE
 from slmops.promote.decide import Candidate, Decision
+from slmops.promote.policy import PromotionSpec
 from slmops.variant import VariantResult
 
 # the metrics a model version carries as tags (metric.<name>): what `slmops champion` shows and promotion reads
@@ -49,12 +50,21 @@ def candidates(tracker: Tracker, experiment: str, sweep_id: str) -> list[Candida
 
 
 def champion(registry: Registry, registered_model: str, alias: str = "champion") -> Candidate | None:
-    """The current holder of an alias, with the metrics recorded on its model version."""
+    """The current holder of an alias, with every metric its variant's run logged (those its model version's tags
+    keep, when the run is gone)."""
     version = registry.by_alias(registered_model, alias)
-    if version is None:
-        return None
+    return None if version is None else _as_candidate(registry, version)
+
+
+def version_candidate(registry: Registry, registered_model: str, version: str) -> Candidate:
+    """One model version as promotion sees it."""
+    return _as_candidate(registry, registry.version(registered_model, version))
+
+
+def _as_candidate(registry: Registry, version) -> Candidate:
     tags = version.tags
     metrics = {k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")}
+    metrics.update(registry.tracker.run_metrics(version.run_id))
     return Candidate(name=tags.get("slmops.variant", f"version {version.version}"), status="succeeded",
                      metrics=metrics, content_key=tags.get("slmops.content_key"), model_version=str(version.version),
                      foundry_model_id=tags.get("foundry_model_id") or None, sweep_id=tags.get("slmops.sweep_id"))
@@ -70,14 +80,22 @@ def find_sweep(tracker: Tracker, sweep_id: str) -> tuple[str, str]:
 
 def move_aliases(registry: Registry, name: str, decision: Decision, candidates: list[Candidate],
                  old: Candidate | None) -> None:
-    """champion -> the new version; previous-champion -> the old one; challenger -> the runner-up."""
+    """champion -> the new version (with the decision's record: the policy as it was, the comparison with its
+    margins, the old champion's stored and re-measured numbers); previous-champion -> the old one; challenger -> the
+    runner-up."""
     by_name = {c.name: c for c in candidates}
     new = by_name[decision.candidate]
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     registry.set_alias(name, "champion", new.model_version)
-    registry.tag_version(name, new.model_version, {"slmops.promoted_at": now, "slmops.promotion_reason":
-                                                   decision.reason, "slmops.replaced_version":
-                                                   old.model_version if old else "none"})
+    named = PromotionSpec.model_validate(decision.policy).metrics() if decision.policy else []
+    record = {"slmops.promoted_at": now, "slmops.promotion_reason": decision.reason,
+              "slmops.replaced_version": old.model_version if old else "none",
+              "slmops.promotion_policy": json.dumps(decision.policy, sort_keys=True),
+              "slmops.promotion_comparison": json.dumps(decision.comparison),
+              **{f"slmops.replaced_numbers_{kind}": json.dumps({m: numbers[m] for m in named if m in numbers})
+                 for kind, numbers in (("stored", decision.champion_stored), ("fresh", decision.champion_fresh))
+                 if numbers is not None}}
+    registry.tag_version(name, new.model_version, {k: v[:5000] for k, v in record.items()})
     if old is not None:
         registry.set_alias(name, "previous-champion", old.model_version)
         registry.tag_version(name, old.model_version, {"slmops.demoted_at": now,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from slmops.adapters import genai
+from slmops.metrics import FIDELITY_METRICS, SERVING_METRICS
 from slmops.demo import DEMO_SPEC
 from slmops.config import load_spec
 
@@ -50,9 +51,8 @@ def test_demo_fp32_export_answers_the_eval_set(demo_run, demo_model):
     assert exact >= 0.9, f"fp32 ONNX export answered {exact:.0%} of {len(rows)} eval prompts exactly"
 
 
-METRICS = ("ttft_ms_p50", "ttft_ms_p95", "prefill_tokens_per_s", "decode_tokens_per_s", "response_ms_p50",
-           "peak_rss_mb", "cpu_percent", "rss_growth_mb", "exact_match", "token_f1", "format_ok", "perplexity",
-           "kl_div_mean", "kl_div_p99", "top1_agreement", "ppl_ratio", "edge_cases_passed")
+# every metric, spread and fidelity statistic, for every variant
+METRICS = (*SERVING_METRICS, *FIDELITY_METRICS)
 
 
 def test_demo_measures_every_variant_and_fidelity_orders_the_precisions(demo_run):
@@ -96,3 +96,20 @@ def test_demo_run_again_reuses_every_variant(demo_run):
     assert {v["status"] for v in report["variants"]} == {"cached"}
     assert all(v["evaluation"]["reused"] for v in report["variants"])
     assert not report["decision"]["promoted"]  # the same champion is not promoted twice
+
+
+def test_running_the_demo_five_times_with_nothing_changed_never_moves_the_champion(demo_run):
+    from slmops.adapters.tracking import Registry, Tracker
+
+    out, _, run = demo_run
+    report = json.loads((out / "report.json").read_text())
+    registry = Registry(Tracker(report["mlflow"]["tracking_uri"]))
+    champion = registry.by_alias("demo-shop", "champion").version
+    versions = {v.version for v in registry.client.search_model_versions("name = 'demo-shop'")}
+    for _ in range(3):  # with the fixture's run and the one above: five runs of `slmops demo` in a row
+        again = run()
+        assert again.returncode == 0, again.stderr[-3000:]
+        decision = json.loads((out / "report.json").read_text())["decision"]
+        assert not decision["promoted"] and decision["reason"].endswith("is the best variant and already the champion.")
+        assert registry.by_alias("demo-shop", "champion").version == champion
+    assert {v.version for v in registry.client.search_model_versions("name = 'demo-shop'")} == versions

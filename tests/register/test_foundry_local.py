@@ -157,6 +157,27 @@ def test_list_marks_deleted_folder_missing_and_remove_still_works(variant_copy, 
     assert foundry._catalog.get_model_variant(model_id) is None
 
 
+def test_content_whose_folder_was_deleted_and_rebuilt_elsewhere_answers_from_there_in_a_new_process(
+    variant_copy, foundry: FoundryLocal, foundry_cache: Path
+) -> None:
+    first = variant_copy("qwen2", "moved-a")
+    old_id = foundry.register(first, "moved", "m1", {"precision": "int4"})
+    second = shutil.copytree(first, first.parent / "moved-b")
+    shutil.rmtree(first)
+
+    model_id = foundry.register(second, "moved", "m1", {"precision": "int4"})
+
+    assert (old_id, model_id) == ("moved:1", "moved:2")  # Foundry Local keeps an id's old path for other processes
+    assert [r["id"] for r in foundry.list() if r["name"] == "moved"] == ["moved:2"]
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    process = ctx.Process(target=list_and_ask, args=(str(foundry_cache), model_id, results))
+    process.start()
+    ids, smoke = results.get(timeout=120)
+    process.join(timeout=60)
+    assert model_id in ids and smoke["passed"], smoke
+
+
 def test_list_reports_size_and_folder(family_dirs: dict[str, Path], foundry: FoundryLocal) -> None:
     model_id = foundry.register(family_dirs["llama3"], "sized", "s1", {"precision": "fp32"})
 

@@ -3,8 +3,8 @@ time, at several prompt lengths, each figure with its median, p95, spread and th
 
     .venv/bin/python -m pytest tests/evaluate/test_speed.py tests/evaluate/test_speed_summary.py -q
 
-Each timed request is counted once. Decode speed comes from the stream's own token times, (n - 1) / (t_last -
-t_first), wherever tokens come slower than the stream delivers them: through Foundry Local 2.2.1 each token reaches
+Each timed request is counted once. Decode speed comes from the stream's own token times (the inverse slope of a
+line through the pieces' arrival times), wherever tokens come slower than the stream delivers them: through Foundry Local 2.2.1 each token reaches
 Python as it is made when it takes a few ms (any real model). When tokens are faster than the callback that drains
 the runtime's queue (the demo model makes one in ~0.15 ms), they arrive in one burst at the end and their times say
 nothing; there, and only there, decode speed is taken by difference: each prompt is also sent with a budget of one
@@ -39,7 +39,7 @@ FIGURES = ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "response_m
 
 @dataclass(frozen=True)
 class StreamTiming:
-    """One streamed request, timed from the call: first piece, last piece, end of stream, pieces."""
+    """One streamed request, timed from the call: each piece's arrival, the end of the stream."""
 
     first_s: float | None
     end_s: float
@@ -47,12 +47,18 @@ class StreamTiming:
     pieces: int
     median_gap_s: float | None
     text: str
+    stamps: tuple[float, ...] = ()
 
-    @property
-    def stream_decode(self) -> float | None:
-        if self.pieces < 2 or self.last_s is None or self.last_s <= self.first_s:
-            return None
-        return (self.pieces - 1) / (self.last_s - self.first_s)
+
+def stream_rate(stamps: list[float]) -> float | None:
+    """Tokens per second from the arrival times of the pieces: the inverse slope of a least-squares line through
+    them. A first piece that reaches Python late (the reader thread waits for a core after the prefill, seen on a
+    loaded machine) would shorten t_last - t_first and inflate (n - 1) / (t_last - t_first); the line is carried by
+    the steady arrivals after it."""
+    if len(stamps) < 3:
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) == 2 and stamps[1] > stamps[0] else None
+    slope = float(np.polyfit(np.arange(len(stamps)), np.asarray(stamps), 1)[0])
+    return 1.0 / slope if slope > 0 else None
 
 
 def time_stream(chat: ChatFn, prompt: str, max_tokens: int) -> StreamTiming:
@@ -67,7 +73,8 @@ def time_stream(chat: ChatFn, prompt: str, max_tokens: int) -> StreamTiming:
     gaps = np.diff(stamps)
     return StreamTiming(first_s=stamps[0] - started if stamps else None, end_s=end - started,
                         last_s=stamps[-1] - started if stamps else None, pieces=len(parts),
-                        median_gap_s=float(np.median(gaps)) if gaps.size else None, text="".join(parts))
+                        median_gap_s=float(np.median(gaps)) if gaps.size else None, text="".join(parts),
+                        stamps=tuple(round(t - started, 6) for t in stamps))
 
 
 @dataclass(frozen=True)
@@ -147,8 +154,9 @@ class LengthRun:
             out["response_ms"].append(full["end_s"] * 1000)
             if full["pieces"] < 2:
                 continue
-            if self.method == "stream" and full["last_s"] > full["first_s"]:
-                out["decode_tokens_per_s"].append((full["pieces"] - 1) / (full["last_s"] - full["first_s"]))
+            rate = stream_rate(list(full["stamps"])) if self.method == "stream" else None
+            if rate is not None:
+                out["decode_tokens_per_s"].append(rate)
             elif self.method == "difference" and full["end_s"] > one_end:
                 out["decode_tokens_per_s"].append((full["pieces"] - 1) / (full["end_s"] - one_end))
         return out

@@ -102,3 +102,13 @@ def test_without_a_target_every_length_gets_every_repetition(clock):
     runs = measure_speed(runtime.chat, PROMPTS, max_new_tokens=5, warmup=0, min_repetitions=2, repetitions=4,
                          ci_target=0.0, progress=lambda d, t: None)
     assert [(len(r.samples), r.stopped_by) for r in runs] == [(4, "max_repetitions")] * 3
+
+
+def test_a_first_piece_that_reaches_python_late_does_not_inflate_the_decode_speed():
+    from slmops.evaluate.speed import stream_rate
+
+    steady = [0.010 + 0.004 * i for i in range(32)]  # a token every 4 ms: 250 tok/s
+    late = [steady[1] - 0.0001, *steady[1:]]  # the first piece held back until the second came (a loaded machine)
+    assert stream_rate(steady) == pytest.approx(250.0)
+    assert stream_rate(late) == pytest.approx(250.0, rel=0.02)
+    assert (len(late) - 1) / (late[-1] - late[0]) > 254, "what (n - 1) / (t_last - t_first) would have said"

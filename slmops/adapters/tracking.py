@@ -239,25 +239,23 @@ class Tracker:
 
     def run_tags(self, run_id: str | None) -> dict[str, str]:
         """The tags of a run; empty when there is no such run."""
-        from mlflow.exceptions import MlflowException
-
-        if not run_id:
-            return {}
-        try:
-            return dict(self.run(run_id).data.tags)
-        except MlflowException:
-            return {}
+        data = self._run_data(run_id)
+        return dict(data.tags) if data else {}
 
     def run_metrics(self, run_id: str | None) -> dict[str, float]:
         """The latest value of every metric of a run; empty when there is no such run."""
+        data = self._run_data(run_id)
+        return dict(data.metrics) if data else {}
+
+    def _run_data(self, run_id: str | None):
         from mlflow.exceptions import MlflowException
 
         if not run_id:
-            return {}
+            return None
         try:
-            return dict(self.run(run_id).data.metrics)
+            return self.run(run_id).data
         except MlflowException:
-            return {}
+            return None
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self._call(self.client.log_artifact, run_id, str(path), artifact_path)

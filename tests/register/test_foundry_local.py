@@ -124,16 +124,22 @@ def test_register_from_two_processes_loses_nothing(
     assert len({r["content_hash"] for r in rows.values()}) == 7
 
 
-def test_registration_is_seen_by_a_new_process(
-    family_dirs: dict[str, Path], foundry: FoundryLocal, foundry_cache: Path
-) -> None:
-    model_id = foundry.register(family_dirs["mistral"], "persist", "p1", {"precision": "fp32"})
+def ask_in_a_new_process(foundry_cache: Path, model_id: str) -> tuple[list[str], dict]:
+    """The ids a fresh process sees in the cache folder, and its smoke test of model_id."""
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     process = ctx.Process(target=list_and_ask, args=(str(foundry_cache), model_id, results))
     process.start()
-    ids, smoke = results.get(timeout=120)
+    answer = results.get(timeout=120)
     process.join(timeout=60)
+    return answer
+
+
+def test_registration_is_seen_by_a_new_process(
+    family_dirs: dict[str, Path], foundry: FoundryLocal, foundry_cache: Path
+) -> None:
+    model_id = foundry.register(family_dirs["mistral"], "persist", "p1", {"precision": "fp32"})
+    ids, smoke = ask_in_a_new_process(foundry_cache, model_id)
 
     assert model_id in ids
     assert smoke["passed"], smoke
@@ -169,12 +175,7 @@ def test_content_whose_folder_was_deleted_and_rebuilt_elsewhere_answers_from_the
 
     assert (old_id, model_id) == ("moved:1", "moved:2")  # Foundry Local keeps an id's old path for other processes
     assert [r["id"] for r in foundry.list() if r["name"] == "moved"] == ["moved:2"]
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    process = ctx.Process(target=list_and_ask, args=(str(foundry_cache), model_id, results))
-    process.start()
-    ids, smoke = results.get(timeout=120)
-    process.join(timeout=60)
+    ids, smoke = ask_in_a_new_process(foundry_cache, model_id)
     assert model_id in ids and smoke["passed"], smoke
 
 

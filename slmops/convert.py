@@ -16,6 +16,7 @@ from slmops import staging
 from slmops.adapters import genai, olive
 from slmops.files import folder_size
 from slmops.locks import file_lock
+from slmops.timing import Steps
 
 
 def convert(source_dir: Path, dest: Path, key: str, trust_remote_code: bool, log_dir: Path) -> dict[str, Any]:
@@ -24,14 +25,16 @@ def convert(source_dir: Path, dest: Path, key: str, trust_remote_code: bool, log
     with file_lock(dest.parent / f"{dest.name}.lock"):
         if staging.is_complete(dest, key):
             return staging.read_manifest(dest)
-        started = time.perf_counter()
+        started, steps = time.perf_counter(), Steps()
         with staging.staged(dest, "the fp32 export") as work:
             config = olive.export_config(source_dir, work / "model", work / "olive-cache", trust_remote_code)
-            model_dir = olive.run_workflow(config, "fp32 export", log_dir / "fp32-export.olive.log")
-            genai.load_and_generate(model_dir)
+            with steps("build"):
+                model_dir = olive.run_workflow(config, "fp32 export", log_dir / "fp32-export.olive.log")
+            with steps("load"):
+                genai.load_and_generate(model_dir)
             return staging.publish(model_dir, dest, {
                 "key": key, "kind": "fp32-export", "olive_config": config, "size_bytes": folder_size(model_dir),
-                "seconds": round(time.perf_counter() - started, 3)})
+                "seconds": round(time.perf_counter() - started, 3), "steps": steps.seconds})
 
 
 class Export(BaseModel):

@@ -181,13 +181,18 @@ class _Capture(logging.Handler):
 def run_workflow(config: dict, what: str, log_file: Path) -> Path:
     """Run one Olive workflow in this process, its chatter sent to ``log_file``; return the output folder.
 
-    Raises VariantError naming ``what`` and Olive's logged cause when the output folder has no model.
+    The config's ``cache_dir`` must be the run's own: it is removed when the run ends. Raises VariantError naming
+    ``what`` and Olive's logged cause when the output folder has no model.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _quiet_telemetry()
     from olive.workflows import (
         run as olive_run,  # 15-20 s the first time: imported only when something converts
     )
+
+    from slmops.adapters import olive_speed
+
+    olive_speed.install()
 
     output_dir = Path(config["output_dir"])
     capture = _Capture()
@@ -218,6 +223,8 @@ def run_workflow(config: dict, what: str, log_file: Path) -> Path:
         for handler in own_handlers:
             olive_logger.addHandler(handler)
         file_handler.close()
+        # the output's files are hard links into this cache (olive_speed): without it they are single links again
+        shutil.rmtree(config["cache_dir"], ignore_errors=True)
         release_olive_garbage()
     if not (output_dir / "model.onnx").is_file():
         cause = capture.causes[-1] if capture.causes else "no error was logged"

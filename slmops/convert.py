@@ -12,11 +12,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from slmops import staging
+from slmops import source, staging
 from slmops.adapters import genai, olive
 from slmops.files import folder_size
 from slmops.locks import file_lock
 from slmops.timing import Steps
+
+
+def fingerprint(source_dir: Path, memo_file: Path) -> str:
+    """The source folder's content hash (the key of its export and variants).
+
+    A folder this work folder has not hashed yet is about to be converted (nothing can be cached under a hash never
+    made): Olive starts importing now, beside the hashing (hashlib lets other threads run while it reads) and
+    MLflow's start-up, instead of at the head of the conversion. A re-run hashes nothing and imports nothing.
+    """
+    if not source.is_memoized(source_dir, memo_file):
+        olive.preload()
+    return source.model_sha256(source_dir, memo_file)
 
 
 def convert(source_dir: Path, dest: Path, key: str, trust_remote_code: bool, log_dir: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -178,21 +179,49 @@ class _Capture(logging.Handler):
         self.causes.append(cause.strip().splitlines()[0] if cause.strip() else record.getMessage())
 
 
+_PRELOAD_LOCK = threading.Lock()
+_preloading: threading.Thread | None = None
+
+
+def _import_olive() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet_telemetry()
+    import olive.workflows  # noqa: F401  (5-12 s here: torch, transformers, onnx_ir, Olive's passes)
+
+    from slmops.adapters import olive_speed
+
+    olive_speed.install()
+
+
+def preload() -> None:
+    """Start importing Olive in a thread of its own, for a process about to convert while it does other work first.
+
+    The first ``run_workflow`` waits for it (Python's import lock) instead of importing again. Not a daemon: the
+    process waits for an import in progress at exit rather than cut it off half-way.
+    """
+    global _preloading
+    with _PRELOAD_LOCK:
+        if _preloading is not None or "olive.workflows" in sys.modules:
+            return
+
+        def target() -> None:
+            try:
+                _import_olive()
+            except Exception:  # noqa: BLE001 -- run_workflow imports again, and reports a failure where it is handled
+                pass
+
+        _preloading = threading.Thread(target=target, name="olive-preload")
+        _preloading.start()
+
+
 def run_workflow(config: dict, what: str, log_file: Path) -> Path:
     """Run one Olive workflow in this process, its chatter sent to ``log_file``; return the output folder.
 
     The config's ``cache_dir`` must be the run's own: it is removed when the run ends. Raises VariantError naming
     ``what`` and Olive's logged cause when the output folder has no model.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _quiet_telemetry()
-    from olive.workflows import (
-        run as olive_run,  # 15-20 s the first time: imported only when something converts
-    )
-
-    from slmops.adapters import olive_speed
-
-    olive_speed.install()
+    _import_olive()  # imported only when something converts (or preload started it)
+    from olive.workflows import run as olive_run
 
     output_dir = Path(config["output_dir"])
     capture = _Capture()

@@ -159,12 +159,11 @@ def run_manual(source: Path, folder: Path) -> dict:
         _check_call([str(BIN / "olive"), "run", "--config", str(config_file)], env, folder / f"{name}.olive.log")
         if not (out / "model.onnx").is_file():
             raise RuntimeError(f"manual route: olive run produced no model for {name}; see {folder}/{name}.olive.log")
-        # what the user does by hand when the last pass was an ONNX-level one: copy the genai config and tokenizer
-        # (its folder holds only the graph), and give the LM head's renamed output its name back
+        # what the user does by hand after an ONNX-level pass: copy the genai config and tokenizer when its folder
+        # holds only the graph, and give the LM head's renamed output its name back (a no-op for the others)
         if not (out / "genai_config.json").is_file():
-            fp32 = folder / "fp32"
-            olive.complete_from(fp32, out)
-            olive.restore_logits(out)
+            olive.complete_from(folder / "fp32", out)
+        olive.restore_logits(out)
         convert_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         bench = json.loads(_check_call([sys.executable, str(ROOT / "benchmarks" / "manual_generate.py"), str(out),

@@ -119,7 +119,7 @@ def builder_int4_from_export_config(fp32_dir: Path, output_dir: Path, cache_dir:
 
     Both quantize every MatMul with onnxruntime's quantize_matmul_4bits kernel, the LM head included, so the packed
     weights, scales and zero points are byte for byte the builder's and the operator counts equal
-    (tests/test_convert_equivalence.py); only the initializers' names differ.
+    (tests/test_convert_equivalence.py); only names differ, and the declared shape of scales and zero points.
     """
     return onnx_quantize_config(fp32_dir, output_dir, cache_dir, method="rtn", bits=4, block_size=block_size,
                                 symmetric=symmetric, accuracy_level=accuracy_level, nodes_to_exclude=[EMBEDDING_NODE])

@@ -48,12 +48,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from slmops.adapters import olive  # noqa: E402 (the workflow configs only: Olive itself is imported by `olive run`)
+from slmops.demo import DEMO_SPEC  # noqa: E402
 from slmops.timing import WORK_PHASES  # noqa: E402
 
-_DEMO = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-DEMO_MODEL_NAME, DEMO_VARIANTS, DEMO_PROMOTION = _DEMO["model"]["name"], _DEMO["variants"], _DEMO["promotion"]
-
 BIN = Path(sys.executable).parent
+_DEMO = yaml.safe_load(DEMO_SPEC.read_text())
+DEMO_MODEL_NAME, DEMO_VARIANTS, DEMO_PROMOTION = _DEMO["model"]["name"], _DEMO["variants"], _DEMO["promotion"]
 MODELS = ("demo", "qwen2.5-0.5b-shape")
 # Qwen2.5-0.5B's shape (494M parameters with the tied embedding); the weights are random
 QWEN_SHAPE = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
@@ -126,16 +126,21 @@ def source_model(name: str, cache: Path, model_dir: Path | None) -> Path:
 
 def manual_config(variant: dict, source: Path, out: Path, cache: Path) -> dict:
     """The Olive workflow a user writes for one variant (the tutorial's second method, a JSON config): ModelBuilder
-    for fp32 and int4; for int8 the fp32 build and the 8-bit quantization chained in one workflow."""
+    for fp32 and int4 (always from the source); for int8 the fp32 build and the 8-bit quantization chained in one
+    workflow."""
     from slmops.config import VariantSpec
-    from slmops.quantize import olive_config
 
-    resolved = VariantSpec(**variant).resolved()
-    if resolved.precision == "fp32":
+    v = VariantSpec(**variant).resolved()
+    if v.precision == "fp32":
         return olive.export_config(source, out, cache)
-    if resolved.method == "builder":
-        return olive_config(resolved, source, None, out, cache)
-    derived = olive_config(resolved, source, Path("unused"), out, cache)
+    if v.method == "builder":
+        return olive.builder_int4_config(
+            source, out, cache, block_size=v.block_size, symmetric=v.symmetric, accuracy_level=v.accuracy_level,
+            algorithm=v.algorithm, quantize_embeddings=bool(v.quantize_embeddings),
+            nodes_to_exclude=list(v.nodes_to_exclude or ()))
+    derived = olive.onnx_quantize_config(Path("unused"), out, cache, method=v.method, bits=v.bits,
+                                         block_size=v.block_size, symmetric=v.symmetric,
+                                         accuracy_level=v.accuracy_level, nodes_to_exclude=list(v.nodes_to_exclude))
     config = olive.export_config(source, out, cache)
     config["passes"] = {"builder": config["passes"]["builder"], **derived["passes"]}
     return config
@@ -159,10 +164,11 @@ def run_manual(source: Path, folder: Path) -> dict:
         _check_call([str(BIN / "olive"), "run", "--config", str(config_file)], env, folder / f"{name}.olive.log")
         if not (out / "model.onnx").is_file():
             raise RuntimeError(f"manual route: olive run produced no model for {name}; see {folder}/{name}.olive.log")
-        # what the user copies by hand when the last pass was an ONNX-level one (its folder holds only the graph)
+        # what the user does by hand after an ONNX-level pass: copy the genai config and tokenizer when its folder
+        # holds only the graph, and give the LM head's renamed output its name back (a no-op for the others)
         if not (out / "genai_config.json").is_file():
-            fp32 = folder / "fp32"
-            olive.complete_from(fp32, out)
+            olive.complete_from(folder / "fp32", out)
+        olive.restore_logits(out)
         convert_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         bench = json.loads(_check_call([sys.executable, str(ROOT / "benchmarks" / "manual_generate.py"), str(out),

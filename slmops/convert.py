@@ -12,10 +12,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from slmops import staging
+from slmops import source, staging
 from slmops.adapters import genai, olive
 from slmops.files import folder_size
 from slmops.locks import file_lock
+from slmops.timing import Steps
+
+
+def fingerprint(source_dir: Path, memo_file: Path) -> str:
+    """The source folder's content hash (the key of its export and variants).
+
+    A folder this work folder has not hashed yet is about to be converted (nothing can be cached under a hash never
+    made): Olive starts importing now, beside the hashing (hashlib lets other threads run while it reads) and
+    MLflow's start-up, instead of at the head of the conversion. A re-run hashes nothing and imports nothing.
+    """
+    if not source.is_memoized(source_dir, memo_file):
+        olive.preload()
+    return source.model_sha256(source_dir, memo_file)
 
 
 def convert(source_dir: Path, dest: Path, key: str, trust_remote_code: bool, log_dir: Path) -> dict[str, Any]:
@@ -24,14 +37,16 @@ def convert(source_dir: Path, dest: Path, key: str, trust_remote_code: bool, log
     with file_lock(dest.parent / f"{dest.name}.lock"):
         if staging.is_complete(dest, key):
             return staging.read_manifest(dest)
-        started = time.perf_counter()
+        started, steps = time.perf_counter(), Steps()
         with staging.staged(dest, "the fp32 export") as work:
             config = olive.export_config(source_dir, work / "model", work / "olive-cache", trust_remote_code)
-            model_dir = olive.run_workflow(config, "fp32 export", log_dir / "fp32-export.olive.log")
-            genai.load_and_generate(model_dir)
+            with steps("build"):
+                model_dir = olive.run_workflow(config, "fp32 export", log_dir / "fp32-export.olive.log")
+            with steps("load"):
+                genai.load_and_generate(model_dir)
             return staging.publish(model_dir, dest, {
                 "key": key, "kind": "fp32-export", "olive_config": config, "size_bytes": folder_size(model_dir),
-                "seconds": round(time.perf_counter() - started, 3)})
+                "seconds": round(time.perf_counter() - started, 3), "steps": steps.seconds})
 
 
 class Export(BaseModel):

@@ -14,7 +14,8 @@ from typing import Any
 
 from slmops.variant import Variant
 
-RECIPE_VERSION = 2  # bump when the way things are built or measured changes, so old cache entries stop matching
+RECIPE_VERSION = 3  # bump when the way things are built or measured changes, so old cache entries stop matching
+# 3: rtn variants quantize the LM head; ModelBuilder int4 `default` variants are made from the fp32 export
 
 
 def content_key(*parts: Any) -> str:

@@ -159,24 +159,45 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _hashed_files(model_dir: Path) -> list[tuple[Path, str]]:
+    """The files the content hash covers, with their relative names (hidden files and eval.jsonl left out)."""
+    files = []
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(model_dir).as_posix()
+        if not (any(part.startswith(".") for part in rel.split("/")) or rel == "eval.jsonl"):
+            files.append((path, rel))
+    return files
+
+
+def _read_memo(memo_file: Path | None) -> dict[str, list]:
+    if memo_file and memo_file.is_file():
+        try:
+            return json.loads(memo_file.read_text())
+        except (json.JSONDecodeError, OSError):
+            return {}
+    return {}
+
+
+def is_memoized(model_dir: str | Path, memo_file: Path | None) -> bool:
+    """Whether hashing the folder would read nothing: every file's hash is remembered at its size and mtime."""
+    memo = _read_memo(memo_file)
+    for path, _ in _hashed_files(Path(model_dir)):
+        entry, st = memo.get(f"{path.resolve()}"), path.stat()
+        if not entry or entry[0] != st.st_size or entry[1] != st.st_mtime_ns:
+            return False
+    return True
+
+
 def model_sha256(model_dir: str | Path, memo_file: Path | None = None) -> str:
     """Content hash of a model folder: every file's path and bytes (hidden files and eval.jsonl left out).
 
     ``memo_file`` remembers each file's hash by (size, mtime) so an unchanged multi-GB folder is not read again.
     """
     model_dir = Path(model_dir)
-    memo: dict[str, list] = {}
-    if memo_file and memo_file.is_file():
-        try:
-            memo = json.loads(memo_file.read_text())
-        except (json.JSONDecodeError, OSError):
-            memo = {}
+    memo = _read_memo(memo_file)
     digest = hashlib.sha256()
     fresh: dict[str, list] = {}
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        rel = path.relative_to(model_dir).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")) or rel == "eval.jsonl":
-            continue
+    for path, rel in _hashed_files(model_dir):
         st = path.stat()
         key = f"{path.resolve()}"
         entry = memo.get(key)

@@ -108,7 +108,10 @@ def publish(model_dir: Path, dest: Path, manifest: dict[str, Any]) -> dict[str, 
 
 def copy_model(src: Path, dst: Path) -> None:
     """Copy a model folder's files (not its manifest)."""
-    # a copy, not a hard link: onnx refuses external data with several links ("may indicate a hard link attack")
+    # a copy, not a hard link. onnxruntime-genai 0.14.1, onnxruntime 1.31 and Foundry Local load a linked model, but
+    # onnx and onnx_ir refuse external data with several links ("may indicate a hard link attack"), and Olive's
+    # ONNX-level passes read the fp32 export with onnx_ir: linking the export into the fp32 variant would fail
+    # every variant derived from it afterwards (checked 2026-11, docs/toolchain.md)
     dst.mkdir(parents=True, exist_ok=True)
     for item in src.iterdir():
         if item.is_file() and item.name != MANIFEST:

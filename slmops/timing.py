@@ -40,3 +40,18 @@ class Phases:
 
     def as_dict(self) -> dict[str, float]:
         return {name: round(self.seconds.get(name, 0.0), 3) for name in PHASES}
+
+
+class Steps:
+    """Seconds per named step of one build (a variant's manifest keeps them: where its conversion time went)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)

@@ -39,10 +39,23 @@ class Variant(BaseModel):
     @property
     def route(self) -> Route:
         """export: a copy of the shared fp32 export; builder: Olive's ModelBuilder from the source folder; onnx: an
-        ONNX-level pass on the fp32 export."""
+        ONNX-level pass on the fp32 export, also for the builder int4 variants it gives the same graph as
+        (``builder_graph_from_export``)."""
         if self.precision == "fp32":
             return "export"
-        return "builder" if self.method == "builder" else "onnx"
+        if self.method == "builder" and not self.builder_graph_from_export:
+            return "builder"
+        return "onnx"
+
+    @property
+    def builder_graph_from_export(self) -> bool:
+        """Whether ModelBuilder's result is made from the fp32 export: int4 with the `default` algorithm, the
+        embedding unquantized and nothing excluded, whose graph block-wise RTN on the export reproduces (the same
+        packed weights, scales and zero points, byte for byte: tests/test_convert_equivalence.py). The other builder
+        options (its `rtn`/`k_quant` algorithms, quantized or shared embeddings, excluded nodes) are the builder's
+        own and stay on it."""
+        return (self.method == "builder" and self.precision == "int4" and self.algorithm == "default"
+                and not self.quantize_embeddings and not self.nodes_to_exclude)
 
     @property
     def needs_fp32_export(self) -> bool:

@@ -9,7 +9,6 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from slmops import convert as converting
-from slmops import source
 from slmops.convert import Export
 from slmops.errors import VariantError
 from slmops.keys import export_key
@@ -17,8 +16,8 @@ from slmops.keys import export_key
 
 @task(name="fingerprint", cache_policy=NONE)
 def fingerprint(model_dir: Path, memo_file: Path) -> str:
-    """Content hash of the source model folder."""
-    return source.model_sha256(model_dir, memo_file)
+    """Content hash of the source model folder (and Olive's import started when it is new: slmops.convert)."""
+    return converting.fingerprint(model_dir, memo_file)
 
 
 @task(name="convert", cache_policy=NONE)

@@ -29,12 +29,22 @@ def test_builder_int4_passes_every_knob_and_the_embedding_as_a_list():
     assert (config["output_dir"], config["cache_dir"]) == ("/out", "/cache")
 
 
-def test_int8_is_rtn_on_the_export_with_the_lm_head_left_out():
+def test_int8_is_rtn_on_the_export_with_the_lm_head_quantized_too():
     config = config_of(precision="int8")
     assert config["input_model"] == {"type": "ONNXModel", "model_path": "/fp32", "onnx_file_name": "model.onnx"}
     assert config["passes"] == {"quantize": {
         "type": "OnnxBlockWiseRtnQuantization", "bits": 8, "block_size": 128, "is_symmetric": True,
-        "accuracy_level": 4, "nodes_to_exclude": ["/lm_head/MatMul"]}}
+        "accuracy_level": 4, "nodes_to_exclude": [], "save_as_external_data": True}}
+
+
+def test_builder_int4_with_the_default_algorithm_is_rtn_on_the_export_with_the_embedding_left_alone():
+    config = config_of(precision="int4", block_size=128, symmetric=True, accuracy_level=2)
+    assert config["input_model"] == {"type": "ONNXModel", "model_path": "/fp32", "onnx_file_name": "model.onnx"}
+    assert config["passes"] == {"quantize": {
+        "type": "OnnxBlockWiseRtnQuantization", "bits": 4, "block_size": 128, "is_symmetric": True,
+        "accuracy_level": 2, "nodes_to_exclude": ["/model/embed_tokens/Gather"], "save_as_external_data": True}}
+    # the spec and the report still say what the user asked for
+    assert VariantSpec(name="v", precision="int4").resolved().method == "builder"
 
 
 @pytest.mark.parametrize(("spec", "expected"), [
@@ -74,6 +84,18 @@ def test_the_graph_check_catches_an_int4_label_on_an_unquantized_graph():
         check_graph(VariantSpec(name="v", precision="int4").resolved(), summary(), 50, 90)
     with pytest.raises(VariantError, match="no MatMulInteger node: dynamic int8 quantization did nothing"):
         check_graph(VariantSpec(name="v", precision="int8", method="dynamic").resolved(), summary(), 50, 90)
+
+
+def test_the_graph_check_catches_a_builder_graph_from_the_export_that_differs_from_the_builders():
+    variant = VariantSpec(name="v", precision="int4").resolved()
+    with pytest.raises(VariantError) as err:
+        check_graph(variant, summary({"MatMulNBits": 21, "GatherBlockQuantized": 1}, bits=[4]) | {"lm_head": "MatMul"},
+                    40, 90)
+    assert str(err.value) == (
+        "variant v: the embedding is quantized (GatherBlockQuantized) but quantize_embeddings is not set; "
+        "the LM head is a MatMul, not MatMulNBits: it was left unquantized")
+    excluded = VariantSpec(name="v", precision="int8", nodes_to_exclude=["/lm_head/MatMul"]).resolved()
+    check_graph(excluded, summary({"MatMulNBits": 20}, bits=[8]) | {"lm_head": "MatMul"}, 40, 90)
 
 
 def test_the_graph_check_passes_a_graph_that_holds_what_it_claims():

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from slmops.errors import InputError
-from slmops.source import model_sha256, validate_model_dir
+from slmops.source import is_memoized, model_sha256, validate_model_dir
 
 
 @pytest.fixture
@@ -64,7 +64,10 @@ def test_validate_rejects_a_tokenizer_without_chat_template(model_copy):
 
 def test_model_hash_changes_with_content_and_memo_is_reused(model_copy, tmp_path):
     memo = tmp_path / "memo.json"
+    assert not is_memoized(model_copy, memo)
     first = model_sha256(model_copy, memo)
+    assert is_memoized(model_copy, memo)
     assert model_sha256(model_copy, memo) == first == model_sha256(model_copy)
     (model_copy / "config.json").write_text((model_copy / "config.json").read_text() + " ")
+    assert not is_memoized(model_copy, memo)  # a changed file is read again: the sweep will convert
     assert model_sha256(model_copy, memo) != first

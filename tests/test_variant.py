@@ -11,10 +11,16 @@ def test_each_variant_knows_its_route_and_whether_it_needs_the_export():
     routes = {spec["name"]: (v.route, v.needs_fp32_export) for spec in (
         {"name": "fp32", "precision": "fp32"}, {"name": "int8", "precision": "int8"},
         {"name": "int4", "precision": "int4"}, {"name": "int4-rtn", "precision": "int4", "method": "rtn"},
-        {"name": "int8-dyn", "precision": "int8", "method": "dynamic"})
+        {"name": "int8-dyn", "precision": "int8", "method": "dynamic"},
+        {"name": "int4-kq", "precision": "int4", "algorithm": "k_quant"},
+        {"name": "int4-emb", "precision": "int4", "quantize_embeddings": True},
+        {"name": "int4-ex", "precision": "int4", "nodes_to_exclude": ["/lm_head/MatMul"]})
         for v in [VariantSpec(**spec).resolved()]}
-    assert routes == {"fp32": ("export", True), "int8": ("onnx", True), "int4": ("builder", False),
-                      "int4-rtn": ("onnx", True), "int8-dyn": ("onnx", True)}
+    # ModelBuilder int4 with the default algorithm is the graph block-wise RTN makes from the export; the builder's
+    # own options stay on the builder
+    assert routes == {"fp32": ("export", True), "int8": ("onnx", True), "int4": ("onnx", True),
+                      "int4-rtn": ("onnx", True), "int8-dyn": ("onnx", True), "int4-kq": ("builder", False),
+                      "int4-emb": ("builder", False), "int4-ex": ("builder", False)}
 
 
 def test_a_result_comes_back_from_its_report_entry_whole_but_for_what_the_report_leaves_out():

@@ -15,6 +15,8 @@ from typing import Any
 from slmops.errors import VariantError
 
 QUANT_OPS = ("MatMulNBits", "GatherBlockQuantized", "MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul")
+# ModelBuilder's name for the LM head; a quantizing pass keeps it as a prefix (/lm_head/MatMul_Q4)
+LM_HEAD_NODE = "/lm_head/MatMul"
 
 
 def preload_runtime() -> None:
@@ -42,7 +44,8 @@ def context_length(model_dir: Path) -> int | None:
 
 
 def graph_summary(model_dir: Path) -> dict:
-    """Operator counts of the model's graph (weights are not loaded) and the bit width of its MatMulNBits."""
+    """Operator counts of the model's graph (weights are not loaded), the bit width of its MatMulNBits and the
+    operator of its LM head."""
     import onnx
 
     model = onnx.load(str(Path(model_dir) / "model.onnx"), load_external_data=False)
@@ -51,8 +54,10 @@ def graph_summary(model_dir: Path) -> dict:
         {attr.i for node in model.graph.node if node.op_type == "MatMulNBits" for attr in node.attribute
          if attr.name == "bits"}
     )
+    head = [node.op_type for node in model.graph.node if node.name.startswith(LM_HEAD_NODE)]
     return {"op_counts": {op: ops[op] for op in QUANT_OPS if ops[op]}, "matmul_nbits_bits": bits,
-            "matmul_count": ops["MatMul"], "outputs": [o.name for o in model.graph.output]}
+            "matmul_count": ops["MatMul"], "outputs": [o.name for o in model.graph.output],
+            "lm_head": head[0] if head else None}
 
 
 def load_and_generate(model_dir: Path, prompt: str = "Hello", max_new_tokens: int = 1) -> list[int]:

@@ -12,7 +12,9 @@ import copy
 import gc
 import logging
 import os
+import re
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,14 @@ from slmops.errors import VariantError
 # model.onnx (+ data), so these are copied from the fp32 build to make each variant a complete model.
 OLIVE_BYPRODUCTS = ("footprint.json", "output_footprint.json", "run_history.txt", "model_config.json")
 
-# OnnxBlockWiseRtnQuantization renames the graph output `logits` when it quantizes the LM head, and
-# onnxruntime-genai then refuses the model; excluding the head keeps the name (docs/toolchain.md).
-LM_HEAD_NODE = "/lm_head/MatMul"
+# ModelBuilder's name for the embedding lookup. The fp32 export keeps it a Gather on its own fp32 table (tied
+# weights or not), and OnnxBlockWiseRtnQuantization quantizes every Gather on an initializer: leaving this one out
+# gives the embedding ModelBuilder int4 keeps when `int4_op_types_to_quantize` is not set.
+EMBEDDING_NODE = "/model/embed_tokens/Gather"
+
+# OnnxBlockWiseRtnQuantization appends _Q<bits> to the output of every node it quantizes; the LM head's output is
+# the graph output `logits`, which onnxruntime-genai, Foundry Local and the fidelity metrics look up by name.
+RENAMED_LOGITS = re.compile(r"logits_Q\d+")
 
 _CPU_SYSTEM = {
     "local_system": {
@@ -86,11 +93,11 @@ def onnx_quantize_config(
     """Olive workflow of one ONNX-level quantization pass on the fp32 export: rtn, k_quant, hqq or dynamic."""
     exclude = list(nodes_to_exclude)
     if method == "rtn":
-        if LM_HEAD_NODE not in exclude:
-            exclude.append(LM_HEAD_NODE)
+        # the LM head is quantized like every other MatMul (its renamed output is put back: restore_logits);
+        # external data keeps model.onnx a small graph, so reading or fixing the graph never parses the weights
         quant: dict[str, Any] = {"type": "OnnxBlockWiseRtnQuantization", "bits": bits, "block_size": block_size,
                                  "is_symmetric": symmetric, "accuracy_level": accuracy_level,
-                                 "nodes_to_exclude": exclude}
+                                 "nodes_to_exclude": exclude, "save_as_external_data": True}
     elif method == "k_quant":
         quant = {"type": "OnnxKQuantQuantization", "bits": bits, "block_size": block_size}
     elif method == "hqq":
@@ -103,6 +110,43 @@ def onnx_quantize_config(
         quant["nodes_to_exclude"] = exclude
     model = {"type": "ONNXModel", "model_path": str(fp32_dir), "onnx_file_name": "model.onnx"}
     return _workflow(model, {"quantize": quant}, output_dir, cache_dir)
+
+
+def builder_int4_from_export_config(fp32_dir: Path, output_dir: Path, cache_dir: Path, *, block_size: int,
+                                    symmetric: bool, accuracy_level: int) -> dict:
+    """Olive workflow that makes ModelBuilder int4's graph (algorithm `default`, embedding unquantized, nothing
+    excluded) from the fp32 export instead of the source.
+
+    Both quantize every MatMul with onnxruntime's quantize_matmul_4bits kernel, the LM head included, so the packed
+    weights, scales and zero points are byte for byte the builder's and the operator counts equal
+    (tests/test_convert_equivalence.py); only names differ, and the declared shape of scales and zero points.
+    """
+    return onnx_quantize_config(fp32_dir, output_dir, cache_dir, method="rtn", bits=4, block_size=block_size,
+                                symmetric=symmetric, accuracy_level=accuracy_level, nodes_to_exclude=[EMBEDDING_NODE])
+
+
+def restore_logits(model_dir: Path) -> bool:
+    """Give the graph output renamed by OnnxBlockWiseRtnQuantization (`logits_Q4`, `logits_Q8`) its name back.
+
+    Only model.onnx is rewritten: the graph is read without its external data, whose references (file, offset,
+    length) are kept as they are. Returns whether anything was renamed.
+    """
+    import onnx
+
+    path = Path(model_dir) / "model.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    names = {o.name for o in graph.output}
+    renamed = {n: "logits" for n in names if RENAMED_LOGITS.fullmatch(n)}
+    if not renamed or "logits" in names or len(renamed) > 1:
+        return False
+    for node in graph.node:
+        node.output[:] = [renamed.get(n, n) for n in node.output]
+        node.input[:] = [renamed.get(n, n) for n in node.input]
+    for value in (*graph.output, *graph.value_info):
+        value.name = renamed.get(value.name, value.name)
+    onnx.save(model, str(path))
+    return True
 
 
 def _quiet_telemetry() -> None:
@@ -135,16 +179,49 @@ class _Capture(logging.Handler):
         self.causes.append(cause.strip().splitlines()[0] if cause.strip() else record.getMessage())
 
 
+_PRELOAD_LOCK = threading.Lock()
+_preloading: threading.Thread | None = None
+
+
+def _import_olive() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet_telemetry()
+    import olive.workflows  # noqa: F401  (5-12 s here: torch, transformers, onnx_ir, Olive's passes)
+
+    from slmops.adapters import olive_speed
+
+    olive_speed.install()
+
+
+def preload() -> None:
+    """Start importing Olive in a thread of its own, for a process about to convert while it does other work first.
+
+    The first ``run_workflow`` waits for it (Python's import lock) instead of importing again. Not a daemon: the
+    process waits for an import in progress at exit rather than cut it off half-way.
+    """
+    global _preloading
+    with _PRELOAD_LOCK:
+        if _preloading is not None or "olive.workflows" in sys.modules:
+            return
+
+        def target() -> None:
+            try:
+                _import_olive()
+            except Exception:  # noqa: BLE001 -- run_workflow imports again, and reports a failure where it is handled
+                pass
+
+        _preloading = threading.Thread(target=target, name="olive-preload")
+        _preloading.start()
+
+
 def run_workflow(config: dict, what: str, log_file: Path) -> Path:
     """Run one Olive workflow in this process, its chatter sent to ``log_file``; return the output folder.
 
-    Raises VariantError naming ``what`` and Olive's logged cause when the output folder has no model.
+    The config's ``cache_dir`` must be the run's own: it is removed when the run ends. Raises VariantError naming
+    ``what`` and Olive's logged cause when the output folder has no model.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _quiet_telemetry()
-    from olive.workflows import (
-        run as olive_run,  # 15-20 s the first time: imported only when something converts
-    )
+    _import_olive()  # imported only when something converts (or preload started it)
+    from olive.workflows import run as olive_run
 
     output_dir = Path(config["output_dir"])
     capture = _Capture()
@@ -175,12 +252,16 @@ def run_workflow(config: dict, what: str, log_file: Path) -> Path:
         for handler in own_handlers:
             olive_logger.addHandler(handler)
         file_handler.close()
+        # the output's files are hard links into this cache (olive_speed): without it they are single links again
+        shutil.rmtree(config["cache_dir"], ignore_errors=True)
         release_olive_garbage()
     if not (output_dir / "model.onnx").is_file():
         cause = capture.causes[-1] if capture.causes else "no error was logged"
         raise VariantError(f"{what}: Olive produced no model.onnx; its logged cause: {cause} (log: {log_file})")
     for name in OLIVE_BYPRODUCTS:
         (output_dir / name).unlink(missing_ok=True)
+    if any(p["type"] == "OnnxBlockWiseRtnQuantization" for p in config["passes"].values()):
+        restore_logits(output_dir)
     return output_dir
 
 

@@ -18,7 +18,7 @@ from flows.variant import VariantJob
 from slmops import report, staging
 from slmops.adapters.tracking import default_tracking_uri
 from slmops.config import SweepSpec
-from slmops.errors import TrackingLostError, VariantError
+from slmops.errors import TrackingLostError, TransientError, VariantError
 from slmops.files import write_json
 from slmops.keys import variant_key
 from slmops.preflight import Checked, preflight
@@ -124,7 +124,14 @@ def _champion_to_measure(job: VariantJob, variants: list[Variant]) -> ChampionTo
     if not (policy.enabled and job.evaluates and needs_measuring(policy)):
         return None
     keys = [variant_key(job.source_sha, v, job.tool_versions) for v in variants]
-    return find_champion(job.tracking_uri, policy.registered_model or job.spec.model.name, policy, keys, job.work_dir)
+    outcome = find_champion(job.tracking_uri, policy.registered_model or job.spec.model.name, policy, keys,
+                            job.work_dir, return_state=True).result(raise_on_failure=False)
+    if isinstance(outcome, TransientError):  # the store is gone: the variants go on, and say so when tracked
+        get_run_logger().warning("the champion is not measured again: %s", outcome)
+        return None
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def _with_baseline(job: VariantJob, logger) -> VariantJob:

@@ -27,7 +27,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # leak check's generations), every edge case; no fidelity
     "quick": {"warmup": 1, "min_repetitions": 3, "repetitions": 10, "ci_target": 0.05, "max_eval_items": 16,
               "leak_generations": 0, "fidelity": False},
-    "standard": {"warmup": 2, "min_repetitions": 5, "repetitions": 20, "ci_target": 0.03, "max_eval_items": 100,
+    "standard": {"warmup": 2, "min_repetitions": 5, "repetitions": 20, "ci_target": 0.03, "max_eval_items": 32,
                  "leak_generations": 0, "fidelity": True},
     "thorough": {"warmup": 3, "min_repetitions": 10, "repetitions": 50, "ci_target": 0.02, "max_eval_items": None,
                  "leak_generations": 500, "fidelity": True},

@@ -79,7 +79,7 @@ def test_demo_logs_metrics_and_answers_to_mlflow_and_promotes(demo_run):
         run = tracker.run(v["mlflow_run_id"])
         assert run.data.metrics["kl_div_mean"] == v["metrics"]["kl_div_mean"]
         table = tracker.load_dict(v["mlflow_run_id"], "eval_items.json")
-        assert len(table["data"]) == report["spec"]["evaluation"]["max_eval_items"] == 100
+        assert len(table["data"]) == report["spec"]["evaluation"]["max_eval_items"] == 32
         assert "answer" in table["columns"]
     decision = report["decision"]
     assert decision["promoted"] and decision["champion"]["name"] in ("int4-b32", "int4-b128")

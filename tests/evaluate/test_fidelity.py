@@ -14,6 +14,7 @@ import pytest
 from slmops.adapters.ort import LogitModel
 from slmops.errors import VariantError
 from slmops.evalset import load_eval_set
+from slmops.evaluate.settings import EvaluationSpec
 from slmops.evaluate.fidelity import (BaselineStore, compare_to_baseline, fidelity, identical_to_baseline,
                                       render_sequences)
 
@@ -55,7 +56,7 @@ def test_the_baselines_own_figures_follow_by_definition_as_a_pass_would_give_the
 @pytest.mark.parametrize("name", ["int8", "int4-b32", "int4-b128"])
 def test_the_stored_baseline_gives_the_kl_of_a_fresh_full_pass_within_the_stated_error(demo_variants, demo_eval_set,
                                                                                      demo_baseline, name):
-    items = load_eval_set(demo_eval_set, 100)
+    items = load_eval_set(demo_eval_set, EvaluationSpec().max_eval_items)  # the rows the stored baseline holds
     vocab = LogitModel(demo_variants["fp32"]).logits([1, 2])[0].size
     fresh, _ = fidelity(demo_variants[name], demo_variants["fp32"], items, top_k=vocab)  # every token: exact KL
     stored, _ = compare_to_baseline(LogitModel(demo_variants[name]), BaselineStore.load(demo_baseline))

@@ -60,6 +60,7 @@ from foundry_local_sdk import (  # noqa: E402
 )
 
 from slmops.adapters.foundry_index import INDEX_NAME, RegistrationIndex  # noqa: F401 (INDEX_NAME: the file's name)
+from slmops.adapters.foundry_stream import ChatStream
 from slmops.adapters.watchdog import Watchdog
 from slmops.errors import InputError, SpecError, ToolchainError, VariantError
 from slmops.files import folder_size
@@ -291,35 +292,11 @@ class FoundryLocal:
 
     def chat_stream(
         self, model_id: str, prompt: str, max_tokens: int = 256, temperature: float | None = None
-    ) -> Iterator[str]:
-        """Stream the answer to one user message, one text piece per generated token."""
+    ) -> ChatStream:
+        """Stream the answer to one user message: one text piece per generated token that has text of its own; once
+        drained, the stream says how many tokens were generated and why it stopped."""
         model = self._model(model_id)  # here, so that an unknown id fails before the first piece is asked for
-        return self._stream(model, model_id, prompt, max_tokens, temperature)
-
-    @staticmethod
-    def _stream(
-        model: IModel, model_id: str, prompt: str, max_tokens: int, temperature: float | None
-    ) -> Iterator[str]:
-        loaded_here = False
-        try:
-            if not model.is_loaded:
-                model.load()
-                loaded_here = True
-            options = RequestOptions(search=SearchOptions(temperature=temperature, max_output_tokens=max_tokens))
-            with ChatSession(model) as session:
-                session.set_options(options)
-                session.set_streaming(True)
-                with Request().add_item(MessageItem.user(prompt)) as request:
-                    # leaving the loop early (the reader stops) cancels the request in the SDK
-                    with session.process_streaming_request(request) as stream:
-                        for item in stream:
-                            if isinstance(item, TextItem) and item.text:
-                                yield item.text
-        except (FoundryLocalException, UnicodeEncodeError) as exc:  # a lone surrogate fails in the SDK's encoder
-            raise VariantError(f"Foundry Local could not answer with {model_id}: {exc}") from exc
-        finally:
-            if loaded_here:
-                model.unload()
+        return ChatStream(model, model_id, prompt, max_tokens, temperature)
 
     # -- inventory -------------------------------------------------------------------------------------------------
 

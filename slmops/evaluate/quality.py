@@ -88,17 +88,20 @@ def answer_items(
     records = []
     for index, item in enumerate(items):
         started = time.perf_counter()
-        pieces = list(chat(item["prompt"], max_new_tokens))
+        stream = chat(item["prompt"], max_new_tokens)
+        pieces = list(stream)
+        tokens = getattr(stream, "completion_tokens", None) or len(pieces)
+        reason = getattr(stream, "finish_reason", None)
         records.append(
             {
                 "index": index,
                 "prompt": item["prompt"],
                 "reference": item["reference"],
                 "answer": "".join(pieces).strip(),
-                "answer_tokens": len(pieces),
+                "answer_tokens": tokens,
                 "response_ms": round((time.perf_counter() - started) * 1000, 3),
-                # chat_stream hides the finish reason: an answer that used every token was most likely cut off
-                "finished": len(pieces) < max_new_tokens,
+                # the runtime's own reason when it gives one; else an answer that used every token was cut off
+                "finished": reason == "STOP" if reason else tokens < max_new_tokens,
             }
         )
         after_each()

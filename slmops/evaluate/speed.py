@@ -39,7 +39,8 @@ FIGURES = ("ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "response_m
 
 @dataclass(frozen=True)
 class StreamTiming:
-    """One streamed request, timed from the call: each piece's arrival, the end of the stream."""
+    """One streamed request, timed from the call: each piece's arrival, the end of the stream, and the tokens it
+    generated (the runtime's count: a token with no text of its own sends no piece)."""
 
     first_s: float | None
     end_s: float
@@ -48,6 +49,7 @@ class StreamTiming:
     median_gap_s: float | None
     text: str
     stamps: tuple[float, ...] = ()
+    tokens: int = 0
 
 
 def stream_rate(stamps: list[float]) -> float | None:
@@ -66,7 +68,8 @@ def time_stream(chat: ChatFn, prompt: str, max_tokens: int) -> StreamTiming:
     started = time.perf_counter()
     stamps: list[float] = []
     parts: list[str] = []
-    for piece in chat(prompt, max_tokens):
+    stream = chat(prompt, max_tokens)
+    for piece in stream:
         stamps.append(time.perf_counter())
         parts.append(piece)
     end = time.perf_counter()
@@ -74,7 +77,8 @@ def time_stream(chat: ChatFn, prompt: str, max_tokens: int) -> StreamTiming:
     return StreamTiming(first_s=stamps[0] - started if stamps else None, end_s=end - started,
                         last_s=stamps[-1] - started if stamps else None, pieces=len(parts),
                         median_gap_s=float(np.median(gaps)) if gaps.size else None, text="".join(parts),
-                        stamps=tuple(round(t - started, 6) for t in stamps))
+                        stamps=tuple(round(t - started, 6) for t in stamps),
+                        tokens=getattr(stream, "completion_tokens", None) or len(parts))
 
 
 @dataclass(frozen=True)
@@ -154,11 +158,12 @@ class LengthRun:
             out["response_ms"].append(full["end_s"] * 1000)
             if full["pieces"] < 2:
                 continue
-            rate = stream_rate(list(full["stamps"])) if self.method == "stream" else None
-            if rate is not None:
-                out["decode_tokens_per_s"].append(rate)
+            # pieces arrive at the times of the tokens that have text; the tokens between them count too
+            per_piece = stream_rate(list(full["stamps"])) if self.method == "stream" else None
+            if per_piece is not None:
+                out["decode_tokens_per_s"].append(per_piece * (full["tokens"] - 1) / (full["pieces"] - 1))
             elif self.method == "difference" and full["end_s"] > one_end:
-                out["decode_tokens_per_s"].append((full["pieces"] - 1) / (full["end_s"] - one_end))
+                out["decode_tokens_per_s"].append((full["tokens"] - 1) / (full["end_s"] - one_end))
         return out
 
     def resolved(self) -> bool:
@@ -225,7 +230,7 @@ def summarise_speed(runs: list[LengthRun]) -> tuple[dict[str, float], dict[int, 
             pooled[name] += figures[name]
         per_length[run.prompt.target] = {
             "prompt_tokens": run.prompt.prompt_tokens, "clipped": run.prompt.clipped, "prompt": run.prompt.prompt,
-            "answer_tokens": int(statistics.median(s["full"]["pieces"] for s in run.samples)),
+            "answer_tokens": int(statistics.median(s["full"]["tokens"] for s in run.samples)),
             "method": run.method, "repetitions": len(run.samples), "stopped_by": run.stopped_by,
             "decode_timing_resolved": run.resolved(),
             **{name: describe(values) for name, values in figures.items()},

@@ -112,3 +112,30 @@ def test_a_first_piece_that_reaches_python_late_does_not_inflate_the_decode_spee
     assert stream_rate(steady) == pytest.approx(250.0)
     assert stream_rate(late) == pytest.approx(250.0, rel=0.02)
     assert (len(late) - 1) / (late[-1] - late[0]) > 254, "what (n - 1) / (t_last - t_first) would have said"
+
+
+def test_tokens_that_stream_no_piece_still_count_toward_the_decode_speed(clock):
+    """A byte of a multi-byte character streams no piece of its own: the runtime's token count times the decode."""
+
+    class Counted(FakeRuntime):
+        def chat(self, prompt: str, max_tokens: int):
+            runtime = self
+
+            class Stream:
+                completion_tokens = None
+
+                def __iter__(self):
+                    # 11 tokens every 2 ms, but only every other one has text: 6 pieces, 4 ms apart
+                    for i, piece in enumerate(FakeRuntime.chat(runtime, prompt, max_tokens)):
+                        if i % 2 == 0:
+                            yield piece
+                    self.completion_tokens = max_tokens
+
+            return Stream()
+
+    runtime = Counted(clock, setup_s=0.015, token_s=0.002, burst=False)
+    runs = measure_speed(runtime.chat, PROMPTS, max_new_tokens=11, warmup=1, min_repetitions=3, repetitions=10,
+                         ci_target=0.03, progress=lambda d, t: None)
+    metrics, per_length = summarise_speed(runs)
+    assert metrics["decode_tokens_per_s"] == pytest.approx(500.0)  # counting pieces would say 250
+    assert per_length[64]["answer_tokens"] == 11

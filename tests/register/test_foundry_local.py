@@ -233,6 +233,20 @@ def test_chat_stream_yields_one_piece_per_token(family_dirs: dict[str, Path], fo
     assert model_id not in [m.id for m in foundry._catalog.get_loaded_models()]
 
 
+def test_a_drained_stream_counts_its_tokens_as_the_runtime_does(family_dirs: dict[str, Path],
+                                                                foundry: FoundryLocal) -> None:
+    model_id = foundry.register(family_dirs["qwen2"], "stream", "c1", {"precision": "fp32"})
+    stream = foundry.chat_stream(model_id, PROMPT, max_tokens=7, temperature=0.0)
+    assert stream.completion_tokens is None, "known once drained"
+
+    pieces = list(stream)
+
+    reported = foundry.smoke_test(model_id, PROMPT, max_tokens=7)
+    assert (stream.completion_tokens, stream.finish_reason) == (reported["completion_tokens"],
+                                                                reported["finish_reason"]) == (7, "LENGTH")
+    assert len(pieces) <= stream.completion_tokens  # a token with no text of its own streams no piece
+
+
 def test_foundry_local_unwritable_cache_dir_raises_naming_it(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -67,8 +67,8 @@ def registered_demo(demo_variants: dict[str, Path], eval_foundry) -> dict[str, s
 
 @pytest.fixture(scope="session")
 def speed_variant(session_dir: Path, eval_foundry) -> tuple[Path, str]:
-    """The fp32 build of a random 8-layer model (a few ms per token) and its Foundry Local id."""
-    source = make_speed_model(session_dir / "speed-model")
+    """The fp32 build of a random 8-layer model of width 1024 (about 15 ms per token) and its Foundry Local id."""
+    source = make_speed_model(session_dir / "speed-model", hidden=1024)
     folder = build_variants(source, session_dir / "eval-speed-variants", ({"name": "fp32", "precision": "fp32"},))[
         "fp32"
     ]

@@ -66,7 +66,8 @@ def make_model(target: Path, seed: int = 0) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=ROOT / ".slmops" / "rt", help="scratch folder (default .slmops/rt)")
+    parser.add_argument("--work", type=Path, default=ROOT / ".slmops" / "rt",
+                        help="scratch folder (default .slmops/rt)")
     args = parser.parse_args(argv)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 that could explain the difference switched one at a time.
 
     .venv/bin/python benchmarks/runtime_variants.py --work .slmops/rt          # the four variants, once
-    .venv/bin/python benchmarks/runtime_overhead.py --work .slmops/rt          # ~50 min on 2 cores
+    .venv/bin/python benchmarks/runtime_overhead.py --work .slmops/rt          # ~60 min on 2 cores
     .venv/bin/python benchmarks/runtime_overhead.py --summarise-again           # the summary again, from the samples
 
 Needs the variants built and registered by benchmarks/runtime_variants.py (--work/out/report.json, the Foundry
@@ -34,8 +34,8 @@ and so is an in-stream rate that no per-request cost can touch: the tokens betwe
 of one generation over the time between them (for a stream, the positions of its first and last pieces among the
 greedy tokens, which every route shares: the answers are checked to be the same text). Also kept: process CPU time
 per token (by difference) and the time of a whole one-token request (set-up, prefill, KV cache allocation).
-Routes that load a second model (threads=2, the tuned registrations) load it for their turn and unload it after,
-so that no more than one extra copy of a 2.5 GB model is resident at a time.
+Every route loads its model for its turn, warms it up (--warm-pairs request pairs, unrecorded) and unloads it
+after: the routes are treated alike, and no more than one copy of a 2.5 GB model is resident at a time.
 
 Writes benchmarks/results/runtime-overhead.json (settings, versions, machine, load, every sample, medians with
 min-max, ratios to the 0.14.1 loop). Ratios within one run are what count; absolute times depend on the load.
@@ -298,35 +298,29 @@ def run_route(workers: dict, route: str, key: str, prompts: list[dict], new: int
 
 def measure_variant(variant: dict, workers: dict, prompts: list[dict], args, routes: list[str],
                     foundry_ids: dict) -> list[dict]:
+    """Every repetition: every route in turn (the order rotating), each loading its model for its turn, warming it
+    up, timing every length, unloading it: all routes are treated alike, and no more than one model is loaded."""
     name, folder, ctx = variant["name"], variant["onnx_dir"], variant["context_length"]
-    keys = {"g014": name, "g018": name, "fl": variant["foundry_model_id"]}
-    workers["g014"].ask(op="load", key=name, dir=folder)
-    workers["g018"].ask(op="load", key=name, dir=folder)
-    workers["fl"].ask(op="load", key=keys["fl"])
     samples = []
-    try:
-        for rep in range(args.warmup + args.repetitions):
-            order = routes[rep % len(routes):] + routes[:rep % len(routes)]
-            for route in order:
-                worker, _, options = ROUTES[route]
-                key = keys[worker]
-                if "extra" in options:  # a model of its own, loaded for this turn only
-                    if worker == "fl":
-                        key = foundry_ids[route]
-                        workers["fl"].ask(op="load", key=key)
-                    else:
-                        key = f"{name}|{route}"
-                        workers[worker].ask(op="load", key=key, dir=folder, overlay=options["extra"])
-                warm = 3 if "extra" in options or rep == 0 else 0
-                rows = run_route(workers, route, key, prompts, args.new_tokens, ctx, warm)
-                if "extra" in options:
-                    workers[worker].ask(op="unload", key=key)
-                if rep >= args.warmup:
-                    samples += [{"variant": name, "route": route, "rep": rep - args.warmup, **r} for r in rows]
-            log(f"  {name}: repetition {rep + 1}/{args.warmup + args.repetitions} done (load {os.getloadavg()[0]:.2f})")
-    finally:
-        for worker in ("g014", "g018", "fl"):
-            workers[worker].ask(op="unload", key=keys[worker])
+    for rep in range(args.warmup + args.repetitions):
+        order = routes[rep % len(routes):] + routes[:rep % len(routes)]
+        for route in order:
+            worker, _, options = ROUTES[route]
+            if worker == "fl":
+                key = foundry_ids.get(route, variant["foundry_model_id"])
+                workers["fl"].ask(op="load", key=key)
+            else:
+                key = f"{name}|{route}"
+                workers[worker].ask(op="load", key=key, dir=folder, overlay=options.get("extra"))
+            try:
+                load = os.getloadavg()[0]
+                rows = run_route(workers, route, key, prompts, args.new_tokens, ctx, args.warm_pairs)
+            finally:
+                workers[worker].ask(op="unload", key=key)
+            if rep >= args.warmup:
+                samples += [{"variant": name, "route": route, "rep": rep - args.warmup, "load": load, **r}
+                            for r in rows]
+        log(f"  {name}: repetition {rep + 1}/{args.warmup + args.repetitions} done (load {os.getloadavg()[0]:.2f})")
     return samples
 
 
@@ -375,7 +369,9 @@ def summarise(samples: list[dict], routes: list[str]) -> dict:
     variants = {}
     for name in dict.fromkeys(s["variant"] for s in samples):
         mine = [s for s in samples if s["variant"] == name]
-        nostream = [s for s in mine if s["route"] == "foundry non-stream"]
+        # (the 0.14.1 loop's count when that route was not run: the answers are checked to be the same text)
+        nostream = [s for s in mine if s["route"] == "foundry non-stream"] or [s for s in mine
+                                                                              if s["route"] == REFERENCE]
         # true completion tokens per length from the non-streaming usage (greedy: the stream makes the same tokens)
         true_tokens = {t: statistics.median(s["full"]["tokens"] for s in nostream if s["target"] == t)
                        for t in {s["target"] for s in nostream}}
@@ -444,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1, help="unrecorded repetitions first")
+    parser.add_argument("--warm-pairs", type=int, default=4,
+                        help="unrecorded request pairs after each load (Foundry Local's first requests are slow)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "runtime-overhead.json")
     parser.add_argument("--summarise-again", action="store_true",
                         help="no runs: recompute --out's summary from the samples it holds")
@@ -513,8 +511,8 @@ def main(argv: list[str] | None = None) -> int:
            "load_average_after": [round(x, 2) for x in os.getloadavg()], "machine": machine(),
            "workers": {k: w.hello for k, w in workers.items()},
            "settings": {"lengths": args.lengths, "new_tokens": args.new_tokens, "repetitions": args.repetitions,
-                        "warmup": args.warmup, "routes": {r: ROUTES[r][0] + " " + ROUTES[r][1] + " "
-                                                          + json.dumps(ROUTES[r][2]) for r in routes},
+                        "warmup": args.warmup, "warm_pairs": args.warm_pairs,
+                        "routes": {r: f"{ROUTES[r][0]} {ROUTES[r][1]} {json.dumps(ROUTES[r][2])}" for r in routes},
                         "reference": REFERENCE},
            "variants_dir": str(work / "out"), "tuned_registrations": extras,
            "prompts": {k: [{"target": p["target"], "tokens_hf": p["tokens_hf"], "text": p["text"]} for p in v]

@@ -181,6 +181,21 @@ def _mapped(fragment: str) -> str | None:
         return next((line.split()[-1] for line in maps if fragment in line and "r-xp" in line), None)
 
 
+def _reset_peak_rss() -> None:
+    """Start the process's peak RSS (VmHWM) afresh, so that each request reports its own peak (Linux 4.0+)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float | None:
+    with open("/proc/self/status") as status:
+        line = next((x for x in status if x.startswith("VmHWM:")), None)
+    return round(int(line.split()[1]) / 1024, 1) if line else None
+
+
 def _serve(handle, hello: dict) -> None:
     """Answer JSON requests on stdin; native libraries that print to fd 1 are sent to stderr instead."""
     out = os.fdopen(os.dup(1), "w")
@@ -188,11 +203,13 @@ def _serve(handle, hello: dict) -> None:
     out.write(json.dumps({"ready": True, "pid": os.getpid(), **hello}) + "\n")
     out.flush()
     for line in sys.stdin:
+        _reset_peak_rss()
         try:
             reply = {"ok": True, **handle(json.loads(line))}
         except Exception as exc:  # reported to the orchestrator, which stops
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         reply["threads"] = len(os.listdir("/proc/self/task"))
+        reply["peak_rss_mb"] = _peak_rss_mb()
         out.write(json.dumps(reply) + "\n")
         out.flush()
 
@@ -389,6 +406,8 @@ def summarise(samples: list[dict], routes: list[str]) -> dict:
                    "cpu_ms_per_token": spread(rates["cpu_ms_per_token"]),
                    # a whole one-token request: set-up, prefill, first token (and KV cache allocation)
                    "one_token_request_ms": spread([s["one"]["end_s"] * 1000 for s in mine if s["route"] == route], 1),
+                   # the worker's peak RSS during the full request (the model, its KV cache, scratch buffers)
+                   "peak_rss_mb": spread([s["full"].get("peak_rss_mb") for s in mine if s["route"] == route], 0),
                    "tokens": sorted({s["full"].get("tokens") or true_tokens.get(s["target"])
                                      for s in mine if s["route"] == route})}
             if rates["harness_rate"]:
@@ -528,14 +547,15 @@ def print_table(doc: dict) -> None:
     for name, v in doc["summary"].items():
         print(f"\n{name}")
         print(f"  {'route':32} {'tok/s':>8} {'min-max':>15} {'ms/tok':>7} {'ratio':>6} {'cpu ms/tok':>10} "
-              f"{'harness tok/s':>13} {'1-tok req ms':>12} {'in-stream':>9}")
+              f"{'harness tok/s':>13} {'1-tok req ms':>12} {'in-stream':>9} {'peak MB':>8}")
         for route, r in v["routes"].items():
             d = r["decode_tok_s"]
             harness = r.get("harness_piece_count_tok_s", {}).get("median", "")
             print(f"  {route:32} {d['median']!s:>8} {str(d['min']) + '-' + str(d['max']):>15} "
                   f"{r['per_token_ms']['median']!s:>7} {r.get('over_genai_0.14.1', '')!s:>6} "
                   f"{r['cpu_ms_per_token']['median']!s:>10} {harness!s:>13} "
-                  f"{r['one_token_request_ms']['median']!s:>12} {r['in_stream_tok_s']['median']!s:>9}")
+                  f"{r['one_token_request_ms']['median']!s:>12} {r['in_stream_tok_s']['median']!s:>9} "
+                  f"{r.get('peak_rss_mb', {}).get('median')!s:>8}")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ QWEN_SHAPE = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers"
 # three prompt lengths and new tokens, one warm-up per length then a fixed count of timed requests (quick repeats
 # 3-10 times, until its interval is tight), the same 16 eval items, the five edge cases.
 QUICK = {"profile": "quick"}
+TUTORIAL_MAX_LENGTH = 2048  # ../shared/TUTORIAL.md's inference_model.json, ModelConfig
 MANUAL = {"items": 16, "prompt_lengths": [16, 64, 160], "new_tokens": 32, "repetitions": 5}
 # profile quick measures no fidelity: its policy names none
 QUICK_PROMOTION = {"constraints": [{"metric": "exact_match", "min_ratio_to_baseline": 0.98},
@@ -194,7 +195,11 @@ def _check_call(cmd: list[str], env: dict, log_file: Path) -> str:
 # --- the sweep routes ------------------------------------------------------------------------------------------
 
 def write_spec(path: Path, source: Path, quick: bool = False) -> Path:
+    """The sweep's spec: the demo's variants and policy, Foundry Local serving the tutorial's context (its
+    inference_model.json says ``"max_length": 2048``), or the model's own where that is shorter."""
+    own = json.loads((source / "config.json").read_text())["max_position_embeddings"]
     spec = {"model": {"path": str(source), "name": f"bench-{DEMO_MODEL_NAME}"}, "variants": DEMO_VARIANTS,
+            "foundry": {"model_config_overrides": {"max_length": min(TUTORIAL_MAX_LENGTH, own)}},
             "evaluation": QUICK if quick else {}, "promotion": QUICK_PROMOTION if quick else DEMO_PROMOTION}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

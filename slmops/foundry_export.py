@@ -22,9 +22,12 @@ from slmops.errors import InputError, SpecError
 from slmops.files import write_json
 from slmops.names import NAME_RULE, is_valid_name
 from slmops.prompt_template import INFERENCE_MODEL_JSON, write_inference_model_json
+from slmops.register import BUILT_GENAI_CONFIG
 
 # Olive's records of the run that built a variant: not part of the model
-_NOT_EXPORTED = {"footprint.json", "output_footprint.json", "run_history.txt", "model_config.json", "download.tmp"}
+# Olive's leftovers, and the variant's genai_config.json as built (the export serves the context registered)
+_NOT_EXPORTED = {"footprint.json", "output_footprint.json", "run_history.txt", "model_config.json", "download.tmp",
+                 BUILT_GENAI_CONFIG}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -35,9 +35,10 @@ def variant_key(source_sha: str, variant: Variant, versions: dict[str, str]) -> 
     return content_key("variant", source_sha, knobs, versions)
 
 
-def registration_key(variant_key: str, inference_model_json: bytes) -> str:
-    """What Foundry Local serves: the model files, and inference_model.json beside them (its id's version)."""
-    return hashlib.sha256(variant_key.encode() + inference_model_json).hexdigest()
+def registration_key(variant_key: str, *served_files: bytes) -> str:
+    """What Foundry Local serves: the model files, and the files written beside them at registration
+    (inference_model.json, genai_config.json with its context): its id's version."""
+    return hashlib.sha256(variant_key.encode() + b"".join(served_files)).hexdigest()
 
 
 def smoke_test_key(variant_key: str, model_id: str, prompt: str, max_tokens: int, versions: dict[str, str]) -> str:
@@ -45,10 +46,11 @@ def smoke_test_key(variant_key: str, model_id: str, prompt: str, max_tokens: int
 
 
 def evaluation_key(variant_key: str, baseline_key: str, settings: dict[str, Any], dataset_sha: str,
-                   versions: dict[str, str]) -> str:
-    """A variant's measurements: every setting but whether to reuse them (a switch, not content)."""
+                   versions: dict[str, str], served_context: int | None) -> str:
+    """A variant's measurements: every setting but whether to reuse them (a switch, not content), and the context
+    Foundry Local serves it with (its KV cache: memory and time to first token)."""
     measured = {k: v for k, v in settings.items() if k != "reuse"}
-    return content_key("evaluation", variant_key, baseline_key, measured, dataset_sha, versions)
+    return content_key("evaluation", variant_key, baseline_key, measured, dataset_sha, versions, served_context)
 
 
 def file_sha256(data: bytes) -> str:

@@ -30,12 +30,23 @@ class Checked:
 
 def preflight(spec: SweepSpec, ws: Workspace) -> Checked:
     """Check the model folder, the eval set, the output folder and the free disk; raise before any work."""
-    validate_model_dir(spec.model.path, spec.model.allow_pickle_weights)
+    config = validate_model_dir(spec.model.path, spec.model.allow_pickle_weights)
+    check_context(spec, config)
     dataset = resolve_dataset(spec.evaluation.dataset, spec.model.path)
     items = load_eval_set(dataset) if dataset else None
     check_out_dir(ws.out_dir)
     check_disk(spec, ws)
     return Checked(dataset, spec.evaluation.smoke_prompt or (items[0]["prompt"] if items else "Hello"))
+
+
+def check_context(spec: SweepSpec, config: dict) -> None:
+    """The context Foundry Local is to serve with fits in the model's own (ModelBuilder builds for
+    max_position_embeddings)."""
+    wanted, own = spec.foundry.model_config_overrides.max_length, config.get("max_position_embeddings")
+    if wanted and isinstance(own, int) and wanted > own:
+        raise InputError(f"foundry.model_config_overrides.max_length is {wanted}, longer than the model's own context "
+                         f"of {own} tokens (max_position_embeddings in {Path(spec.model.path) / 'config.json'}); "
+                         f"allowed: 1 to {own}, or unset")
 
 
 def check_out_dir(out: Path) -> None:

@@ -93,6 +93,18 @@ def staged(dest: Path, what: str) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def rewrite(folder: Path, name: str, data: bytes) -> None:
+    """Replace (or add) one file of a folder atomically. A published folder's manifest then records the file's new
+    size, so the folder still counts as complete; a crash between the two means a rebuild, never a wrong reuse."""
+    path = Path(folder) / name
+    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    manifest = read_manifest(folder)
+    if manifest is not None and isinstance(manifest.get("files"), dict):
+        write_json(Path(folder) / MANIFEST, {**manifest, "files": {**manifest["files"], name: len(data)}})
+
+
 def publish(model_dir: Path, dest: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Write the manifest (with the files' sizes) and swap the finished folder into place; the old one, if any, is
     removed only after the rename."""

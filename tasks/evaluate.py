@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from slmops.adapters.genai import context_length
 from slmops.config import FoundrySpec
 from slmops.convert import Export
 from slmops.errors import SlmopsError, VariantError
@@ -50,7 +51,8 @@ def evaluate(result: VariantResult, stored: Baseline | None, settings: Evaluatio
              foundry_cache: Path, out_dir: Path, versions: dict[str, str]) -> VariantResult:
     """Speed, memory, CPU, leak check, quality, edge cases and fidelity of one variant."""
     key = evaluation_key(result.content_key, stored.key if stored else "no-fidelity",
-                         settings.model_dump(mode="json"), dataset_sha256(dataset), versions)
+                         settings.model_dump(mode="json"), dataset_sha256(dataset), versions,
+                         context_length(Path(result.onnx_dir)))
     evaluation = read_json(out_dir / RESULT_NAME)
     reused = bool(settings.reuse and evaluation and evaluation.get("key") == key)
     if not reused:

@@ -44,3 +44,15 @@ def test_a_sweep_bigger_than_the_free_disk_is_refused_by_the_flow_too(tiny_model
     with pytest.raises(InputError, match="^not enough disk for this sweep: it needs about 6000.00 GB in "):
         quantization_sweep(spec=spec_for(model), out_dir=str(out), work_dir=str(tmp_path / "work"))
     assert not out.exists() and not (tmp_path / "work").exists()
+
+
+def test_a_served_context_longer_than_the_models_is_refused_before_anything_is_written(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    own = json.loads((tiny_model / "config.json").read_text())["max_position_embeddings"]
+    spec = spec_for(tiny_model, foundry={"model_config_overrides": {"max_length": own * 2}})
+    with pytest.raises(InputError) as raised:
+        quantization_sweep(spec=spec, out_dir=str(out), work_dir=str(tmp_path / "work"))
+    assert str(raised.value) == (
+        f"foundry.model_config_overrides.max_length is {own * 2}, longer than the model's own context of {own} "
+        f"tokens (max_position_embeddings in {tiny_model / 'config.json'}); allowed: 1 to {own}, or unset")
+    assert not out.exists() and not (tmp_path / "work").exists()

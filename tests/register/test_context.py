@@ -1,0 +1,68 @@
+"""The context Foundry Local serves with: ``foundry.model_config_overrides.max_length`` reaches genai_config.json,
+the only place Foundry Local 2.2.1 reads it (it sizes each request's KV cache for ``model.context_length``), and
+taking it away gives back the folder as built.
+
+    .venv/bin/python -m pytest tests/register/test_context.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from slmops import staging
+from slmops.adapters.foundry import FoundryLocal
+from slmops.errors import InputError, VariantError
+from slmops.register import register
+
+# about 200 tokens with the tiny tokenizer: over a 64-token context, well under the built one (512)
+LONG_PROMPT = "Please read this sentence carefully. " * 4
+
+
+def published(family_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the folder published as a sweep publishes a variant (manifest with every file's size)."""
+    staged = shutil.copytree(family_dir, tmp_path / "staged")
+    staging.publish(staged, tmp_path / "variant", {"key": "k1"})
+    return tmp_path / "variant"
+
+
+def test_max_length_is_served_by_foundry_local_and_taking_it_away_restores_the_build(
+        family_dirs: dict[str, Path], foundry: FoundryLocal, tmp_path: Path) -> None:
+    folder = published(family_dirs["qwen2"], tmp_path)
+    built = (folder / "genai_config.json").read_bytes()
+    own = json.loads(built)["model"]["context_length"]
+    assert own > 200
+
+    full = register(folder, "ctx", "k1", {}, foundry.cache_dir, {"max_length": None})
+    assert "".join(foundry.chat_stream(full, LONG_PROMPT, max_tokens=3, temperature=0.0))
+
+    short = register(folder, "ctx", "k1", {}, foundry.cache_dir, {"max_length": 64})
+    assert short != full, "new content served: a new version"
+    served = json.loads((folder / "genai_config.json").read_text())
+    assert served["model"]["context_length"] == served["search"]["max_length"] == 64
+    assert json.loads((folder / "inference_model.json").read_text())["ModelConfig"]["max_length"] == 64
+    assert staging.is_complete(folder, "k1"), "the manifest follows the rewritten file: no rebuild on resume"
+    with pytest.raises(VariantError, match="maximum context length of 64 tokens"):
+        "".join(foundry.chat_stream(short, LONG_PROMPT, max_tokens=3, temperature=0.0))
+
+    assert register(folder, "ctx", "k1", {}, foundry.cache_dir, {"max_length": None}) == full
+    assert (folder / "genai_config.json").read_bytes() == built
+    assert staging.is_complete(folder, "k1")
+
+
+def test_a_max_length_over_the_models_context_is_refused_and_changes_nothing(
+        family_dirs: dict[str, Path], foundry: FoundryLocal, tmp_path: Path) -> None:
+    folder = published(family_dirs["qwen2"], tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    own = json.loads(before["genai_config.json"])["model"]["context_length"]
+
+    with pytest.raises(InputError) as raised:
+        register(folder, "ctx-over", "k1", {}, foundry.cache_dir, {"max_length": own + 1})
+
+    assert str(raised.value) == (
+        f"foundry.model_config_overrides.max_length is {own + 1}, longer than the model's own context of {own} "
+        f"tokens ({folder / 'genai_config.json'}); allowed: 1 to {own}, or unset")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

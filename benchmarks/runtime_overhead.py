@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -129,8 +128,15 @@ def genai_worker() -> None:
 def foundry_worker(cache: Path) -> None:
     """Foundry Local in process, through slmops' adapter (streaming) and the SDK (non-streaming, with usage)."""
     sys.path.insert(0, str(ROOT))
-    from foundry_local_sdk import CatalogType, ChatSession, FoundryLocalManager, MessageItem, Request, RequestOptions
-    from foundry_local_sdk import SearchOptions
+    from foundry_local_sdk import (
+        CatalogType,
+        ChatSession,
+        FoundryLocalManager,
+        MessageItem,
+        Request,
+        RequestOptions,
+        SearchOptions,
+    )
 
     from slmops.adapters.foundry import FoundryLocal, _texts
     from slmops.evaluate.speed import time_stream
@@ -438,13 +444,13 @@ def _same_text(samples: list[dict]) -> dict:
                        for s in samples if s["route"] == route) for route in dict.fromkeys(s["route"] for s in samples)}
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "os": platform.platform()}
+def _machine() -> dict:
+    """The machine, as benchmarks/sweep_vs_manual.py records it (imported here: the genai 0.18 worker's venv runs
+    this file too and has none of that script's dependencies)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sweep_vs_manual import machine
+
+    return machine()
 
 
 # --- main --------------------------------------------------------------------------------------------------------
@@ -527,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             w.close()
     doc = {"started": started, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "load_average_before": [round(x, 2) for x in load_before],
-           "load_average_after": [round(x, 2) for x in os.getloadavg()], "machine": machine(),
+           "load_average_after": [round(x, 2) for x in os.getloadavg()], "machine": _machine(),
            "workers": {k: w.hello for k, w in workers.items()},
            "settings": {"lengths": args.lengths, "new_tokens": args.new_tokens, "repetitions": args.repetitions,
                         "warmup": args.warmup, "warm_pairs": args.warm_pairs,

@@ -8,7 +8,7 @@ Writes, under --work: the source model (qwen2.5-0.5b-shape/, 2 GB, made once), s
 (out/report.json: each variant's onnx_dir and foundry_model_id) and its Foundry Local cache (home/foundry). Run it
 again and the sweep finds everything cached. The model is the one benchmarks/sweep_vs_manual.py makes (same shape,
 same recipe: the demo's tokenizer and eval set, embedding rows past the tokenizer's tokens zeroed so that a greedy
-token is always decodable); it is made here as well so that the runtime benchmarks do not depend on that script.
+token is always decodable), made by that script's function.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,41 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BIN = Path(sys.executable).parent
-# Qwen2.5-0.5B's shape (494M parameters with the tied embedding), as in benchmarks/sweep_vs_manual.py
-QWEN_SHAPE = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
-              "num_key_value_heads": 2, "max_position_embeddings": 32768, "vocab_size": 151936,
-              "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
-# the four variants of the project's benchmarks (configs/demo.yaml)
-VARIANTS = [{"name": "fp32", "precision": "fp32"},
-            {"name": "int8", "precision": "int8"},
-            {"name": "int4-b32", "precision": "int4", "block_size": 32, "symmetric": False},
-            {"name": "int4-b128", "precision": "int4", "block_size": 128, "symmetric": True}]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from sweep_vs_manual import DEMO_VARIANTS, make_qwen_shaped_model  # noqa: E402
+
+# the variants of the project's benchmarks (configs/demo.yaml)
+VARIANTS = DEMO_VARIANTS
 MODEL_NAME = "rt-qwen-shape"
 
 
-def make_model(target: Path, seed: int = 0) -> Path:
-    """The Qwen2.5-0.5B-shaped random-weight model with the demo's tokenizer (made once)."""
-    if (target / "config.json").is_file():
-        return target
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from slmops.demo.model import prepare_demo_assets
-
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    tokenizer = prepare_demo_assets(partial, seed)
-    config = json.loads((partial / "config.json").read_text())
-    config.update(QWEN_SHAPE)
-    config.pop("layer_types", None)  # recomputed by Qwen2Config for the new layer count
-    config = Qwen2Config(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
-    with torch.no_grad():
-        model.model.embed_tokens.weight[len(tokenizer):] = 0.0
-    model.save_pretrained(partial, safe_serialization=True)
-    os.replace(partial, target)
-    return target
+make_model = make_qwen_shaped_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,7 +85,8 @@ def speed_json(variant_dir: Path, eval_file: Path, targets: list[int], new_token
     prompts = build_length_prompts(count, units, tuple(targets), 1 << 20)
     rows = {str(p.target): {"prompt": p.prompt, "prompt_tokens": p.prompt_tokens, "clipped": p.clipped,
                             "answer_tokens": new_tokens} for p in prompts}
-    path.write_text(json.dumps({"settings": {"max_new_tokens": new_tokens}, "details": {"speed_by_length": rows}}))
+    path.write_text(json.dumps({"settings": {"max_new_tokens": new_tokens}, "variant_dir": str(variant_dir),
+                                "details": {"speed_by_length": rows}}))
     return path
 
 

@@ -45,7 +45,8 @@ def registration_metadata(model_name: str, variant: Variant) -> dict[str, Any]:
 
 def register(folder: Path, name: str, variant_key: str, metadata: dict[str, Any], cache_dir: Path,
              model_config: dict[str, Any]) -> str:
-    """Write the folder's inference_model.json and register it with Foundry Local; return its id."""
+    """Size the context Foundry Local serves the folder with, write its inference_model.json and register it with
+    Foundry Local; return its id."""
     from slmops.adapters.foundry import FoundryLocal
 
     size_context(folder, model_config.get("max_length"))

@@ -5,10 +5,10 @@ plain onnxruntime-genai greedy loop timed on the same variant, prompts and numbe
 
 On a shared 2-core machine one timing can be off by 20 %, so the two are interleaved (loop, harness, loop, harness,
 ..., loop), each harness run is compared with the loops just before and after it, and the median ratio must be
-within 10 % of 1. The model is a random 8-layer one of width 1024, at about 15 ms per token. Foundry Local 2.2.1
-(its genai-core 0.18 and its streaming) costs about 1 ms a token more than a plain genai 0.14.1 loop on this machine,
-whatever the model: measured 0.93-0.98 of the loop at 15 ms a token, 0.67-0.85 at 3 ms (width 512), where that
-fixed cost, not the harness, would decide the ratio. The demo model makes a token in 0.15 ms.
+within 10 % of 1. The model is a random 8-layer one of width 1024, at about 15 ms per token. On these random models
+Foundry Local 2.2.1 (its genai-core 0.18 and its streaming) decoded about 1 ms a token slower than a plain genai
+0.14.1 loop: measured 0.93-0.98 of the loop at 15 ms a token, 0.67-0.85 at 3 ms (width 512), where that fixed cost,
+not the harness, would decide the ratio. The demo model makes a token in 0.15 ms.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ time, at several prompt lengths, each figure with its median, p95, spread and th
     .venv/bin/python -m pytest tests/evaluate/test_speed.py tests/evaluate/test_speed_summary.py -q
 
 Each timed request is counted once. Decode speed comes from the stream's own token times (the inverse slope of a
-line through the pieces' arrival times), wherever tokens come slower than the stream delivers them: through Foundry Local 2.2.1 each token reaches
-Python as it is made when it takes a few ms (any real model). When tokens are faster than the callback that drains
+line through the pieces' arrival times, in the runtime's tokens), wherever tokens come slower than the stream
+delivers them: through Foundry Local 2.2.1 each token reaches Python as it is made when it takes a few ms (any real
+model). When tokens are faster than the callback that drains
 the runtime's queue (the demo model makes one in ~0.15 ms), they arrive in one burst at the end and their times say
 nothing; there, and only there, decode speed is taken by difference: each prompt is also sent with a budget of one
 token, and decode = (n - 1) / (end_n - median(end_1)), the set-up and prefill cancelling out. Which method timed a

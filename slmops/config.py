@@ -119,8 +119,8 @@ class VariantSpec(_Strict):
 
 class GenerationDefaults(_Strict):
     max_length: int | None = Field(
-        None, ge=1, description="Longest sequence (prompt + answer) Foundry Local allows, written into genai_config.json"
-        " (its KV cache is sized for it on every request); default: the model's own context")
+        None, ge=1, description="Longest sequence (prompt + answer) Foundry Local allows, written into "
+        "genai_config.json (its KV cache is sized for it on every request); default: the model's own context")
     temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass")
     repetition_penalty: float | None = Field(None, gt=0, description="Penalty for repeated tokens")

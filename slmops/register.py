@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from slmops import staging
+from slmops.adapters.genai import context_of
 from slmops.errors import InputError
 from slmops.files import read_json, write_json
 from slmops.keys import registration_key
 from slmops.prompt_template import INFERENCE_MODEL_JSON, write_inference_model_json
 from slmops.variant import SmokeTest, Variant
-
 
 GENAI_CONFIG = "genai_config.json"
 BUILT_GENAI_CONFIG = "genai_config.built.json"
@@ -56,9 +56,9 @@ def register(folder: Path, name: str, variant_key: str, metadata: dict[str, Any]
     return FoundryLocal(cache_dir).register(folder, name, content, metadata)
 
 
-def size_context(folder: Path, max_length: int | None) -> int | None:
+def size_context(folder: Path, max_length: int | None) -> None:
     """Make genai_config.json's context (``model.context_length`` and ``search.max_length``) max_length, or the
-    one the variant was built with when max_length is None; return the context now in force.
+    one the variant was built with when max_length is None.
 
     The built file is kept beside it (``genai_config.built.json``) the first time it is changed, so that taking the
     override away gives back the very bytes it was built with. Raises InputError when max_length is longer than the
@@ -68,21 +68,20 @@ def size_context(folder: Path, max_length: int | None) -> int | None:
     built_path = folder / BUILT_GENAI_CONFIG
     built = built_path.read_bytes() if built_path.is_file() else current
     document = json.loads(built)
-    model, search = document.setdefault("model", {}), document.setdefault("search", {})
-    own = model.get("context_length") or search.get("max_length")
+    own = context_of(document)
     if max_length is None:
         wanted = built
-    elif isinstance(own, int) and max_length > own:
+    elif own is not None and max_length > own:
         raise InputError(f"foundry.model_config_overrides.max_length is {max_length}, longer than the model's own "
                          f"context of {own} tokens ({folder / GENAI_CONFIG}); allowed: 1 to {own}, or unset")
     else:
-        model["context_length"] = search["max_length"] = max_length
+        document.setdefault("model", {})["context_length"] = max_length
+        document.setdefault("search", {})["max_length"] = max_length
         wanted = (json.dumps(document, indent=4) + "\n").encode()
     if wanted != current:
         if not built_path.is_file():
             staging.rewrite(folder, BUILT_GENAI_CONFIG, current)
         staging.rewrite(folder, GENAI_CONFIG, wanted)
-    return max_length or own
 
 
 def smoke_test(model_id: str, prompt: str, cache_dir: Path, max_tokens: int, timeout_s: float) -> SmokeTest:

@@ -38,8 +38,13 @@ def genai_config(model_dir: Path) -> dict[str, Any]:
 
 def context_length(model_dir: Path) -> int | None:
     """The longest sequence the model takes (genai_config.json), or None when it does not say."""
-    document = genai_config(model_dir)
-    value = document["model"].get("context_length") or (document.get("search") or {}).get("max_length")
+    return context_of(genai_config(model_dir))
+
+
+def context_of(document: dict[str, Any]) -> int | None:
+    """The longest sequence a genai_config.json document gives: ``model.context_length``, else
+    ``search.max_length``; None when it says neither."""
+    value = (document.get("model") or {}).get("context_length") or (document.get("search") or {}).get("max_length")
     return value if isinstance(value, int) and value > 0 else None
 
 

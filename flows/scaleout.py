@@ -19,7 +19,7 @@ from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from flows.variant import VariantJob, variant_pipeline
+from flows.variant import VariantJob, result_of, variant_pipeline
 from slmops.errors import SlmopsError, VariantError
 from slmops.keys import variant_key
 from slmops.promote.champion import ChampionMeasured, ChampionToMeasure
@@ -48,7 +48,12 @@ def run_variants(job: VariantJob, variants: list[Variant], champion: ChampionToM
     for index, variant in enumerate(variants, 1):
         if index == middle + 1:
             measured = _measure_champion(job, champion)
-        results.append(variant_pipeline(job, variant, index))
+        state = variant_pipeline(job, variant, index, return_state=True)
+        result = result_of(state)
+        if result is None:  # a bug, not the variant's own failure: raised as it was
+            state.result()
+            raise SlmopsError(f"variant {variant.name}: its flow run ended {state.name}: {state.message}")
+        results.append(result)
         if results[-1].mlflow_error and not job.tracking_lost:
             # the store is gone: the next variants log to a null tracker instead of retrying it once each
             job = job.model_copy(update={"tracking_lost": results[-1].mlflow_error})
@@ -103,8 +108,9 @@ def run_variants_on_workers(job: VariantJob, variants: list[Variant], deployment
     results, broken = [], []
     for run in runs:
         state = finished[run.id].state
-        if state.is_completed():
-            results.append(state.result())
+        result = result_of(state)
+        if result is not None:
+            results.append(result)
         else:
             broken.append(f"{run.name} ({run.id}): {state.name}: {state.message or 'no message'}")
     if broken:

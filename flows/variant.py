@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 from pydantic import BaseModel
 
 from slmops.config import SweepSpec
@@ -70,8 +71,11 @@ def _run_name() -> str:
 
 
 @flow(name="variant", flow_run_name=_run_name)
-def variant_pipeline(job: VariantJob, variant: Variant, index: int) -> VariantResult:
-    """One variant: quantize (or reuse) and check it, register and smoke-test it in Foundry Local, evaluate, track."""
+def variant_pipeline(job: VariantJob, variant: Variant, index: int) -> VariantResult | State:
+    """One variant: quantize (or reuse) and check it, register and smoke-test it in Foundry Local, evaluate, track.
+
+    A variant that failed ends its flow run Failed (what the Prefect UI shows), still carrying its result for the
+    sweep: read it with ``result_of``."""
     logger = get_run_logger()
     step, ws, spec, phases = f"[{index}/{job.total}] {variant.name}", job.ws, job.spec, Phases()
     logger.info("%s: quantizing (%s, %s)", step, variant.precision, variant.method)
@@ -96,7 +100,17 @@ def variant_pipeline(job: VariantJob, variant: Variant, index: int) -> VariantRe
     result = result.with_metrics({"orchestrator_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)})
     with phases("tracking"):
         result = _track(job, result)
-    return result.model_copy(update={"timings": phases.as_dict()})
+    result = result.model_copy(update={"timings": phases.as_dict()})
+    return result if result.ok else Failed(message=result.error, data=result)
+
+
+def result_of(state: State) -> VariantResult | None:
+    """The sweep's entry of a variant flow run that ended: completed, or failed with its VariantResult (the
+    variant's own failure). None when it ended otherwise (crashed, cancelled, a bug's exception)."""
+    if not (state.is_completed() or state.is_failed()):
+        return None
+    outcome = state.result(raise_on_failure=False)
+    return outcome if isinstance(outcome, VariantResult) else None
 
 
 def _step(result: VariantResult, task: Any, *args: Any) -> VariantResult:

@@ -244,13 +244,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add `publish PATH` and `watch DIR` to slmops's command line."""
-    p = subparsers.add_parser("publish", help=f"announce a checkpoint folder (a {EVENT} event starts a sweep)")
+    p = subparsers.add_parser("publish", help="announce a checkpoint: the stack sweeps it")
     p.add_argument("path", help="the checkpoint: a Hugging Face model folder")
     p.add_argument("--api-url", help="Prefect API (default: $PREFECT_API_URL)")
     p.add_argument("--no-check", action="store_true",
                    help="publish without checking the folder here (it exists only where the workers run)")
     p.set_defaults(func=cmd_publish)
-    p = subparsers.add_parser("watch", help=f"emit {EVENT} for each new complete checkpoint folder in DIR")
+    p = subparsers.add_parser("watch", help="publish each new complete checkpoint in DIR")
     p.add_argument("dir", help="folder the checkpoints appear in, one subfolder each")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between polls (default 10)")
     p.add_argument("--once", action="store_true", help="two polls, publish what is complete, exit")

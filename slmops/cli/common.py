@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -54,3 +55,30 @@ def print_table(rows: list[tuple]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+class _NoTraceback(logging.Formatter):
+    """A console formatter that prints a log line without the traceback attached to it."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc_info, exc_text, stack_info = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:  # other handlers (Prefect's API log handler) still get the traceback
+            record.exc_info, record.exc_text, record.stack_info = exc_info, exc_text, stack_info
+
+
+def quiet_tracebacks() -> None:
+    """Prefect's console log lines without their tracebacks: a failed task or flow run logs the exception it ended
+    with, and the command already ends with one clear line saying it (--debug keeps them; the Prefect server's logs
+    of the run keep them too). Call it once Prefect is imported: its import sets up the handlers."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler.formatter, _NoTraceback):
+                handler.setFormatter(_NoTraceback(handler.formatter))

@@ -88,7 +88,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    foundry = sub.add_parser("foundry", help="the variants registered with Foundry Local").add_subparsers(
+    foundry = sub.add_parser("foundry", help="list, chat with, remove, export registered variants").add_subparsers(
         dest="foundry_command", required=True)
     for name, func, help_ in (("list", cmd_list, "list registered variants (like `foundry cache ls`)"),
                               ("chat", cmd_chat, "stream an answer (like `foundry model run`)"),

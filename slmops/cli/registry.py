@@ -2,7 +2,7 @@
 
     slmops compare [--sweep ID]                        # a logged sweep's variants (default: the latest sweep)
     slmops promote --sweep ID [--policy FILE] [--dry-run]  # --dry-run: the sweep's decision made again, from MLflow
-    slmops champion [MODEL]                            # the champion, its metrics and Foundry Local id
+    slmops champion [MODEL]                            # a champion with its metrics; no MODEL: every model's
 """
 
 from __future__ import annotations
@@ -59,18 +59,40 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_champion(args: argparse.Namespace) -> int:
     from slmops.adapters.tracking import Registry
-    from slmops.metrics import fmt
-    from slmops.promote import registry
 
     reg = Registry(tracker(args))
     names = reg.model_names()
-    name = args.model
-    if name is None:
-        if len(names) != 1:
-            raise InputError(f"name the model: registered models are {', '.join(names) or 'none yet'}")
-        name = names[0]
-    elif name not in names:
-        raise InputError(f"no registered model {name!r}; registered: {', '.join(names) or 'none yet'}")
+    if args.model is None:
+        return _list_champions(reg, names)
+    if args.model not in names:
+        raise InputError(f"no registered model {args.model!r}; registered: {', '.join(names) or 'none yet'}")
+    return _show_champion(reg, args.model)
+
+
+def _list_champions(reg, names: list[str]) -> int:
+    """Every registered model's champion, one row each."""
+    from slmops.promote import registry
+
+    if not names:
+        print("no registered model yet: a sweep registers its variants (slmops sweep SPEC --out DIR)")
+        return 1
+    rows = [("model", "champion", "version", "foundry id", "promoted at")]
+    for name in sorted(names):
+        champion = registry.champion(reg, name)
+        if champion is None:
+            rows.append((name, "(none yet)", "-", "-", "-"))
+            continue
+        promoted_at = reg.version(name, champion.model_version).tags.get("slmops.promoted_at", "-")
+        rows.append((name, champion.name, champion.model_version, champion.foundry_model_id or "-", promoted_at))
+    print_table(rows)
+    print("\nslmops champion MODEL shows one with its metrics")
+    return 0
+
+
+def _show_champion(reg, name: str) -> int:
+    from slmops.metrics import fmt
+    from slmops.promote import registry
+
     champion = registry.champion(reg, name)
     if champion is None:
         print(f"{name} has no champion yet: no sweep promoted a variant")
@@ -88,11 +110,11 @@ def cmd_champion(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="a logged sweep's variants, from MLflow (default: the latest sweep)")
+    p = sub.add_parser("compare", help="a logged sweep's variants side by side, from MLflow")
     p.add_argument("--sweep", help="sweep id")
     add_work_dir(p)
     p.set_defaults(func=cmd_compare)
-    p = sub.add_parser("promote", help="decide again from a sweep's logged metrics and move the aliases")
+    p = sub.add_parser("promote", help="decide again from a sweep's metrics; move aliases")
     p.add_argument("--sweep", required=True, help="sweep id")
     p.add_argument("--policy", help="policy YAML (a spec's promotion: section); default: the sweep's own")
     p.add_argument("--dry-run", action="store_true",
@@ -100,7 +122,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="also print the decision as JSON")
     add_work_dir(p)
     p.set_defaults(func=cmd_promote)
-    p = sub.add_parser("champion", help="the champion of a registered model")
-    p.add_argument("model", nargs="?", help="registered model (default: the only one)")
+    p = sub.add_parser("champion", help="each registered model's champion, or one in full")
+    p.add_argument("model", nargs="?", help="registered model (default: every model's champion, one line each)")
     add_work_dir(p)
     p.set_defaults(func=cmd_champion)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from slmops.cli.common import add_work_dir, progress, work_dir
+from slmops.cli.common import add_work_dir, progress, quiet_tracebacks, work_dir
 from slmops.errors import InputError, SlmopsError
 
 
@@ -52,7 +52,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_spec(args.config)
     if args.model:
         spec = with_model_path(spec, args.model, args.config)
-    return _run_sweep(spec, Path(args.out), work_dir(args), args.sweep_id)
+    return _run_sweep(spec, Path(args.out), work_dir(args), args.sweep_id, args.debug)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -63,12 +63,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     check_out_dir(Path(args.out).resolve())
     model_dir, made = ensure_demo_model(work / "demo-model", progress=progress("training demo model"))
     print(f"demo model: {model_dir} ({'made now' if made else 'reused'})")
-    return _run_sweep(demo_spec(model_dir), Path(args.out), work, args.sweep_id)
+    return _run_sweep(demo_spec(model_dir), Path(args.out), work, args.sweep_id, args.debug)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     work = work_dir(args)
-    with _flows_on_prefect(work, "flows.sync"):
+    with _flows_on_prefect(work, "flows.sync", args.debug):
         from flows.sync import sync_sweep
 
         doc = sync_sweep(out_dir=str(Path(args.out).resolve()), work_dir=str(work))
@@ -80,13 +80,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _flows_on_prefect(work: Path, module: str) -> Iterator[None]:
+def _flows_on_prefect(work: Path, module: str, debug: bool = False) -> Iterator[None]:
     """Start the temporary Prefect server (if one is needed) before importing the flows module, so that it comes up
-    while this process imports; wait for it; point the flows at it; stop it afterwards, whatever happens."""
+    while this process imports; wait for it; point the flows at it; stop it afterwards, whatever happens. Prefect's
+    console lines come without tracebacks unless debug."""
     from slmops.cli.server import prefect_api
 
     with prefect_api(work) as server:
         importlib.import_module(module)
+        if not debug:
+            quiet_tracebacks()
         if server is None:
             yield
             return
@@ -95,7 +98,7 @@ def _flows_on_prefect(work: Path, module: str) -> Iterator[None]:
             yield
 
 
-def _run_sweep(spec, out: Path, work: Path, sweep_id: str | None) -> int:
+def _run_sweep(spec, out: Path, work: Path, sweep_id: str | None, debug: bool = False) -> int:
     from slmops.preflight import preflight
     from slmops.workspace import Workspace
 
@@ -105,7 +108,7 @@ def _run_sweep(spec, out: Path, work: Path, sweep_id: str | None) -> int:
 
     check_reachable(default_tracking_uri(work))
     started = time.perf_counter()
-    with _flows_on_prefect(work, "flows.quantization_sweep"):
+    with _flows_on_prefect(work, "flows.quantization_sweep", debug):
         from flows.quantization_sweep import quantization_sweep
 
         try:
@@ -138,13 +141,14 @@ def _print_outcome(report_path: Path, doc: dict | None, started: float) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("doctor", help="print tool versions and check the pairs that must match")
+    p = sub.add_parser("doctor", help="tool versions; checks the pairs that must match")
     p.set_defaults(func=cmd_doctor)
     p = sub.add_parser("make-demo-model", help="train the demo fine-tuned chat model into DIR")
     p.add_argument("dir")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_demo_model)
-    for name, func, help_ in (("sweep", cmd_sweep, "run a sweep spec"), ("demo", cmd_demo, "run the demo sweep")):
+    for name, func, help_ in (("sweep", cmd_sweep, "convert, register, measure, track, promote: a spec"),
+                            ("demo", cmd_demo, "the demo model through configs/demo.yaml")):
         p = sub.add_parser(name, help=help_)
         if name == "sweep":
             p.add_argument("config", help="sweep spec (YAML)")
@@ -153,7 +157,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         add_work_dir(p)
         p.add_argument("--sweep-id", help="id of the sweep (default: <model>-<UTC time>-<random>)")
         p.set_defaults(func=func)
-    p = sub.add_parser("sync", help="log a sweep that lost its tracking server to MLflow, from its report.json")
+    p = sub.add_parser("sync", help="log a sweep that lost MLflow, from its report.json")
     p.add_argument("--out", required=True, help="the sweep's output folder")
     add_work_dir(p)
     p.set_defaults(func=cmd_sync)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,40 @@ def test_sweep_command_exits_1_when_every_variant_fails(tiny_model, tmp_path, ou
     assert result.returncode == 1
     assert "hqq      int4       hqq     failed" in result.stdout
     assert f"error: no variant succeeded; see {out.resolve() / 'report.json'}" in result.stderr.splitlines()
+
+
+def test_champion_with_no_name_lists_every_registered_model_and_errors_are_one_line_unless_debug(tiny_model,
+                                                                                                 tmp_path):
+    work = tmp_path / "work"
+    for name in ("shop", "support"):
+        spec = write_spec(tmp_path / f"{name}.yaml", tiny_model, [{"name": "int4", "precision": "int4"}], name=name)
+        swept = run("sweep", str(spec), "--out", str(tmp_path / name), "--work-dir", str(work))
+        assert swept.returncode == 0, swept.stderr[-3000:]
+
+    listed = run("champion", "--work-dir", str(work))
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert rows[0] == ["model", "champion", "version", "foundry", "id", "promoted", "at"]
+    assert [row[:4] for row in rows[1:3]] == [["shop", "int4", "1", "shop-int4:1"],
+                                              ["support", "int4", "1", "support-int4:1"]], listed.stdout
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", row[4]) for row in rows[1:3]), listed.stdout
+
+    refused = run("champion", "nosuch", "--work-dir", str(work))
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == ["error: no registered model 'nosuch'; registered: shop, support"]
+    debugged = run("champion", "nosuch", "--work-dir", str(work), "--debug")
+    assert debugged.returncode == 2
+    lines = debugged.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):" and lines[-1] == refused.stderr.strip()
+
+
+def test_help_lists_every_command_in_the_order_of_the_pipeline_one_line_each():
+    shown = run("--help")
+    assert shown.returncode == 0
+    listed = shown.stdout.split("commands, in the order of the pipeline:\n  COMMAND\n")[1].splitlines()
+    assert [line.split()[0] for line in listed] == ["doctor", "make-demo-model", "sweep", "demo", "publish", "watch",
+                                                    "foundry", "compare", "promote", "champion", "sync"]
+    assert all(len(line.split(maxsplit=1)) == 2 and len(line) <= 80 for line in listed), listed
 
 
 def test_foundry_commands_list_chat_export_and_remove(tiny_model, tmp_path, out):

@@ -65,6 +65,10 @@ def demo_model() -> Path:
     return target
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts the server stack (PostgreSQL, Prefect, MLflow, workers)")
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_SESSION, ignore_errors=True)
 

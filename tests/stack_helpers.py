@@ -4,11 +4,14 @@ stack's Prefect server (with its auth string)."""
 from __future__ import annotations
 
 import re
+import secrets
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ops.stack import Stack
@@ -22,6 +25,33 @@ def write_sweep_spec(path: Path, model: Path, name: str = "tiny", variants: list
     path.write_text(yaml.safe_dump({"model": {"path": str(model), "name": name, **(model_extra or {})},
                                     "variants": variants, **extra}))
     return path
+
+
+def new_credentials() -> dict[str, str]:
+    """What a user puts in .env: a random secret for each credential the stack needs."""
+    from ops.stack import SECRET_VARS
+
+    return {name: secrets.token_urlsafe(24) for name in SECRET_VARS}
+
+
+@contextmanager
+def running_stack(root: Path, spec: Path, model_roots: list[Path], variant_workers: int = 2) -> Iterator[Stack]:
+    """PostgreSQL, the Prefect and MLflow servers (authentication on, fresh credentials), deployed with `spec`, a
+    sweep worker and `variant_workers` variant workers; stopped and purged on exit. Checkpoints may come from
+    model_roots only. Inside, this process talks to MLflow as the pipeline's user (MLFLOW_TRACKING_USERNAME/PASSWORD)
+    and to Prefect through prefect_client and publish, which send the auth string."""
+    st = Stack(root / "state", work_dir=root / "work")
+    try:
+        st.up(variant_workers=variant_workers, ports={"postgres": 0, "prefect": 0, "mlflow": 0}, query_seconds=2,
+              spec=str(spec), worker_env={"SLMOPS_FOUNDRY_CACHE": str(root / "foundry")},
+              credentials=new_credentials(), model_roots=model_roots)
+        client = st.client_env(with_secrets=True)
+        with pytest.MonkeyPatch.context() as mp:
+            for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                mp.setenv(name, client[name])
+            yield st
+    finally:
+        st.down(purge=True)
 
 
 def stack_settings(st: Stack):

@@ -7,6 +7,7 @@ from typing import Any
 from slmops.config import SweepSpec
 from slmops.metrics import HEADLINE, PREFECT_TABLE, TIMED, fmt, fmt_measured
 from slmops.promote import Decision, decision_markdown as _decision_markdown
+from slmops.source import describe_weights
 from slmops.variant import VariantResult
 
 
@@ -27,7 +28,8 @@ def sweep_report(sweep_id: str, spec: SweepSpec, source_sha: str, versions: dict
     """report.json: what a sweep produced, with what produced it."""
     doc: dict[str, Any] = {
         "sweep_id": sweep_id,
-        "source_model": {"path": str(spec.model.path), "sha256": source_sha, "name": spec.model.name},
+        "source_model": {"path": str(spec.model.path), "sha256": source_sha, "name": spec.model.name,
+                         "weights": describe_weights(spec.model.path)},
         "tool_versions": versions,
         "mlflow": {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id},
         "spec": spec.model_dump(mode="json"),
@@ -37,6 +39,18 @@ def sweep_report(sweep_id: str, spec: SweepSpec, source_sha: str, versions: dict
     if decision:
         doc["decision"] = decision
     return doc
+
+
+def _weights_note(weights: dict | None) -> str:
+    """The source's weights in a few words; for a 16-bit source, what fidelity is measured against."""
+    if not weights:
+        return ""
+    files = "one file" if weights["files"] == 1 else f"{weights['files']} shards"
+    note = f"; {weights['dtype']} weights, {human_size(weights['bytes'])} in {files}"
+    if weights["dtype"] in ("bfloat16", "float16"):
+        note += (f". Fidelity is measured against the fp32 export of this {weights['dtype']} source (the builder "
+                 "widens its weights to fp32 exactly)")
+    return note + "."
 
 
 def table(doc: dict) -> str:
@@ -59,7 +73,8 @@ def report_markdown(doc: dict, plots: dict[str, str]) -> str:
     shown = [c for c in HEADLINE if any(c in v["metrics"] or (c == "size_bytes" and v["size_bytes"])
                                     for v in doc["variants"])]
     lines = [f"# Sweep {doc['sweep_id']}", "",
-             f"Source model: `{doc['source_model']['path']}` (sha256 `{doc['source_model']['sha256'][:16]}…`)", "",
+             f"Source model: `{doc['source_model']['path']}` (sha256 `{doc['source_model']['sha256'][:16]}…`)"
+             + _weights_note(doc["source_model"].get("weights")), "",
              "| variant | status | Foundry Local id | " + " | ".join(shown) + " |",
              "|---|---|---|" + "---|" * len(shown)]
     for v in doc["variants"]:

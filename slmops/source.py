@@ -17,6 +17,7 @@ from slmops.errors import InputError
 from slmops.variant import Variant
 
 WEIGHT_SUFFIXES = (".safetensors",)
+SHARD_INDEX = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
@@ -64,8 +65,9 @@ def _check_symlinks(model_dir: Path) -> None:
                                  "folder (links out of it are refused)")
 
 
-def _check_safetensors(path: Path) -> None:
-    """The header is whole and the file holds every byte the header promises (a truncated copy fails here)."""
+def _check_safetensors(path: Path) -> set[str]:
+    """The header is whole and the file holds every byte the header promises (a truncated copy fails here); the
+    names of the tensors it holds."""
     size = path.stat().st_size
     with path.open("rb") as f:
         raw = f.read(8)
@@ -83,6 +85,41 @@ def _check_safetensors(path: Path) -> None:
     if 8 + header_len + end > size:
         raise InputError(f"{path}: truncated safetensors file: its header needs {8 + header_len + end} bytes, "
                          f"the file has {size}")
+    return {k for k in header if k != "__metadata__"}
+
+
+def _check_shards(model_dir: Path, tensors: dict[str, set[str]]) -> None:
+    """Sharded weights agree with their index (model.safetensors.index.json): every shard it names is in the
+    folder and holds the tensors it is named for, and every shard in the folder is named."""
+    index_path = model_dir / SHARD_INDEX
+    if not index_path.is_file():
+        if len(tensors) > 1:
+            raise InputError(f"{model_dir}: {len(tensors)} safetensors files ({', '.join(sorted(tensors))}) and no "
+                             f"{SHARD_INDEX}: sharded weights need the index their checkpoint was saved with")
+        return
+    weight_map = (_read_json(index_path) or {}).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(f"{index_path}: no weight_map (tensor name -> shard file)")
+    named = set(weight_map.values())
+    missing = sorted(named - set(tensors))
+    if missing:
+        raise InputError(f"{index_path} names shard(s) missing from the folder: {', '.join(missing)}")
+    unnamed = sorted(set(tensors) - named)
+    if unnamed:
+        raise InputError(f"{model_dir}: shard(s) missing from {SHARD_INDEX}: {', '.join(unnamed)} (the index "
+                         "does not belong to these weights)")
+    for tensor, shard in weight_map.items():
+        if tensor not in tensors[shard]:
+            raise InputError(f"{index_path}: tensor {tensor} is mapped to {shard}, which does not hold it")
+
+
+def describe_weights(model_dir: Path) -> dict:
+    """What a report says of the source's weights: their dtype (config.json), the number of safetensors files and
+    their bytes."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    config = _read_json(Path(model_dir) / "config.json", required=False) or {}
+    return {"dtype": config.get("dtype") or config.get("torch_dtype") or "float32", "files": len(files),
+            "bytes": sum(p.stat().st_size for p in files)}
 
 
 def _check_tokenizer_fits(model_dir: Path, config: dict) -> None:
@@ -126,9 +163,8 @@ def validate_model_dir(model_dir: str | Path, allow_pickle: bool = False) -> dic
         )
     if not (model_dir / "tokenizer.json").is_file() and not (model_dir / "tokenizer.model").is_file():
         raise InputError(f"{model_dir}: no tokenizer (tokenizer.json or tokenizer.model)")
-    for weights in files:
-        if weights.suffix == ".safetensors":
-            _check_safetensors(weights)
+    tensors = {weights.name: _check_safetensors(weights) for weights in files if weights.suffix == ".safetensors"}
+    _check_shards(model_dir, tensors)
     _check_tokenizer_fits(model_dir, config)
     if not has_chat_template(model_dir):
         raise InputError(

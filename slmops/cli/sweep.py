@@ -41,7 +41,8 @@ def cmd_make_demo_model(args: argparse.Namespace) -> int:
     if out.exists():
         raise InputError(f"{out} already exists; choose a new folder (the demo model is written whole or not at all)")
     started = time.perf_counter()
-    make_demo_model(out, seed=args.seed, progress=progress("training demo model"))
+    make_demo_model(out, seed=args.seed, progress=progress("training demo model"), dtype=args.dtype,
+                    max_shard_size=args.max_shard_size)
     print(f"demo model written to {out} in {time.perf_counter() - started:.0f} s (eval set: {out / 'eval.jsonl'})")
     return 0
 
@@ -146,6 +147,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-demo-model", help="train the demo fine-tuned chat model into DIR")
     p.add_argument("dir")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="weights as saved (released small models are bfloat16; default float32)")
+    p.add_argument("--max-shard-size", help="save the weights in shards of at most this size, e.g. 2MB, with "
+                                            "model.safetensors.index.json (default: one file)")
     p.set_defaults(func=cmd_make_demo_model)
     for name, func, help_ in (("sweep", cmd_sweep, "convert, register, measure, track, promote: a spec"),
                             ("demo", cmd_demo, "the demo model through configs/demo.yaml")):

@@ -246,10 +246,29 @@ def _train(folder: Path, tokenizer: Any, seed: int, progress: Callable[[int, int
     return model
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def save_weights(model, folder: Path, dtype: str = "float32", max_shard_size: str | None = None) -> None:
+    """The model's weights as a checkpoint people have them: in dtype (bfloat16, as released small models are), in
+    shards of at most max_shard_size ("2MB") with their model.safetensors.index.json, readable by all."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    model.to(getattr(torch, dtype)).save_pretrained(folder, safe_serialization=True,
+                                                    max_shard_size=max_shard_size or "50GB")
+    for path in folder.iterdir():
+        # safetensors writes its file owner-only; the folder is meant to be readable like the rest of it.
+        path.chmod(0o644)
+
+
 def make_demo_model(
-    out_dir: str | Path, seed: int = 0, progress: Callable[[int, int], None] | None = None
+    out_dir: str | Path, seed: int = 0, progress: Callable[[int, int], None] | None = None,
+    dtype: str = "float32", max_shard_size: str | None = None,
 ) -> Path:
-    """Train the demo fine-tuned chat model into out_dir (deterministic, < 2 min on 2 cores) and return out_dir."""
+    """Train the demo fine-tuned chat model into out_dir (deterministic, < 2 min on 2 cores) and return out_dir; its
+    weights saved in dtype, in shards of max_shard_size if given (save_weights)."""
     import torch
 
     out_dir = Path(out_dir)
@@ -267,10 +286,7 @@ def make_demo_model(
         torch.use_deterministic_algorithms(True)
         tokenizer = prepare_demo_assets(work, seed)
         model = _train(work, tokenizer, seed, progress)
-        model.save_pretrained(work, safe_serialization=True)
-        for path in work.iterdir():
-            # safetensors writes its file owner-only; the folder is meant to be readable like the rest of it.
-            path.chmod(0o644)
+        save_weights(model, work, dtype, max_shard_size)
         (work / "train_info.json").write_text(
             json.dumps(
                 {"seed": seed, "steps": TRAIN_STEPS, "batch_size": BATCH_SIZE, "peak_lr": PEAK_LR}, indent=2

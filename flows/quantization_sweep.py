@@ -17,7 +17,7 @@ from flows.scaleout import run_variants
 from flows.variant import VariantJob
 from slmops import report, staging
 from slmops.adapters.tracking import default_tracking_uri
-from slmops.config import SweepSpec
+from slmops.config import SweepSpec, with_model_path
 from slmops.errors import TrackingLostError, TransientError, VariantError
 from slmops.files import write_json
 from slmops.keys import variant_key
@@ -27,7 +27,7 @@ from slmops.timing import Phases
 from slmops.variant import Variant, VariantResult
 from slmops.versions import tool_versions
 from slmops.workspace import Workspace
-from tasks.convert import convert, fingerprint
+from tasks.convert import convert, fingerprint, merge_adapter
 from tasks.evaluate import baseline
 from tasks.promote import find_champion, promote, register_versions
 from tasks.report import report as report_sweep
@@ -44,6 +44,7 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
     with ws.sweep_session(spec.model.name, sweep_id, logger.info) as sweep_id:
         started, phases, versions = time.perf_counter(), Phases(), tool_versions()
         _prepare_folders(ws, logger)
+        spec = _merged(spec, checked, ws, versions, logger)
         source_sha = fingerprint(spec.model.path.resolve(), ws.hash_memo)
         tracking_uri = default_tracking_uri(ws.work_dir)
         with phases("tracking"):
@@ -92,10 +93,19 @@ def promote_sweep(spec: SweepSpec, tracking_uri: str, sweep_id: str, work_dir: P
     return results, decision
 
 
+def _merged(spec: SweepSpec, checked: Checked, ws: Workspace, versions: dict[str, str], logger) -> SweepSpec:
+    """The spec to sweep: for a LoRA adapter, its base with the adapter merged in (made once per content of both)."""
+    if checked.adapter is None:
+        return spec
+    logger.info("merging the LoRA adapter %s into %s", checked.adapter, checked.base)
+    merged = merge_adapter(checked.base, checked.adapter, ws.merged, ws.hash_memo, versions, checked.adapter_config)
+    return with_model_path(spec, merged, "the merged adapter")
+
+
 def _prepare_folders(ws: Workspace, logger) -> None:
     for folder in (ws.work_dir, ws.variants, ws.logs, ws.exports):
         folder.mkdir(parents=True, exist_ok=True)
-    stale_folders = [staging.clean_stale_staging(f) for f in (ws.variants, ws.exports, ws.baselines)]
+    stale_folders = [staging.clean_stale_staging(f) for f in (ws.variants, ws.exports, ws.baselines, ws.merged)]
     for stale in (path for removed in stale_folders for path in removed):
         logger.info("removed %s, left by an interrupted run", stale.name)
 

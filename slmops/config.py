@@ -38,7 +38,10 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    path: Path = Field(description="Folder of the fine-tuned Hugging Face model (relative to the current folder)")
+    path: Path = Field(description="Folder of the fine-tuned Hugging Face model (relative to the current folder); or "
+                                   "of a PEFT LoRA adapter whose base_model_name_or_path is a local folder")
+    adapter: Path | None = Field(None, description="Folder of a PEFT LoRA adapter of the model at path: merged into "
+                                                   "it once per content of both, then swept as any model")
     name: str = Field(description="Short name: prefix of every Foundry Local id and the MLflow registered model")
     trust_remote_code: bool = Field(False, description="Let transformers run code shipped in the model folder")
     allow_pickle_weights: bool = Field(
@@ -245,8 +248,9 @@ def load_policy(path: str | Path) -> PromotionSpec:
         raise SpecError(_format_error(f"{path}: promotion", err).replace("promotion: ", "promotion.", 1)) from None
 
 
-def with_model_path(spec: SweepSpec, path: str | Path, source: str = "spec") -> SweepSpec:
-    """The spec with model.path replaced (validated again)."""
+def with_model_path(spec: SweepSpec, path: str | Path, source: str = "spec", adapter: Path | None = None) -> SweepSpec:
+    """The spec with model.path (and model.adapter) replaced (validated again)."""
     data = spec.model_dump(mode="json")
     data["model"]["path"] = str(path)
+    data["model"]["adapter"] = str(adapter) if adapter else None
     return parse_spec(data, source)

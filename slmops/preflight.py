@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from slmops import lora
 from slmops.config import SweepSpec
 from slmops.errors import InputError
 from slmops.evalset import load_eval_set, resolve_dataset
@@ -22,30 +23,40 @@ from slmops.workspace import Workspace
 
 @dataclass(frozen=True)
 class Checked:
-    """What the pre-flight found: the eval set (if any) and the smoke test's prompt."""
+    """What the pre-flight found: the eval set (if any), the smoke test's prompt, and for a LoRA adapter its base,
+    its folder and its config (rank, alpha, target modules)."""
 
     dataset: Path | None
     smoke_prompt: str
+    base: Path | None = None
+    adapter: Path | None = None
+    adapter_config: dict | None = None
 
 
 def preflight(spec: SweepSpec, ws: Workspace) -> Checked:
-    """Check the model folder, the eval set, the output folder and the free disk; raise before any work."""
-    config = validate_model_dir(spec.model.path, spec.model.allow_pickle_weights)
-    check_context(spec, config)
-    dataset = resolve_dataset(spec.evaluation.dataset, spec.model.path)
+    """Check the model folder (and a LoRA adapter against it), the eval set, the output folder and the free disk;
+    raise before any work."""
+    base, adapter = lora.split(spec.model.path, spec.model.adapter)
+    config = validate_model_dir(base, spec.model.allow_pickle_weights)
+    adapter_config = lora.check_adapter(adapter, base, config) if adapter else None
+    check_context(spec, config, base)
+    # an adapter's own eval set is its task: it is what the merged model is measured on
+    has_own = adapter is not None and (adapter / "eval.jsonl").is_file()
+    dataset = resolve_dataset(spec.evaluation.dataset, adapter if has_own else base)
     items = load_eval_set(dataset) if dataset else None
     check_out_dir(ws.out_dir)
-    check_disk(spec, ws)
-    return Checked(dataset, spec.evaluation.smoke_prompt or (items[0]["prompt"] if items else "Hello"))
+    check_disk(spec, ws, base)
+    return Checked(dataset, spec.evaluation.smoke_prompt or (items[0]["prompt"] if items else "Hello"),
+                   base if adapter else None, adapter, adapter_config)
 
 
-def check_context(spec: SweepSpec, config: dict) -> None:
+def check_context(spec: SweepSpec, config: dict, model_dir: Path | None = None) -> None:
     """The context Foundry Local is to serve with fits in the model's own (ModelBuilder builds for
     max_position_embeddings)."""
     wanted, own = spec.foundry.model_config_overrides.max_length, config.get("max_position_embeddings")
     if wanted and isinstance(own, int) and wanted > own:
         raise InputError(f"foundry.model_config_overrides.max_length is {wanted}, longer than the model's own context "
-                         f"of {own} tokens (max_position_embeddings in {Path(spec.model.path) / 'config.json'}); "
+                         f"of {own} tokens (max_position_embeddings in {Path(model_dir or spec.model.path) / 'config.json'}); "
                          f"allowed: 1 to {own}, or unset")
 
 
@@ -57,9 +68,9 @@ def check_out_dir(out: Path) -> None:
         raise InputError(f"--out {out}: {parent} is not writable")
 
 
-def check_disk(spec: SweepSpec, ws: Workspace) -> None:
+def check_disk(spec: SweepSpec, ws: Workspace, source: Path | None = None) -> None:
     """Refuse a sweep that would fill the disk half-way through."""
-    need = estimate_disk_bytes(spec.model.path, [v.resolved() for v in spec.variants])
+    need = estimate_disk_bytes(source or spec.model.path, [v.resolved() for v in spec.variants])
     for folder in (ws.out_dir, ws.work_dir):
         existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
         free = shutil.disk_usage(existing).free

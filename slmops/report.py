@@ -7,6 +7,7 @@ from typing import Any
 from slmops.config import SweepSpec
 from slmops.metrics import HEADLINE, PREFECT_TABLE, TIMED, fmt, fmt_measured
 from slmops.promote import Decision, decision_markdown as _decision_markdown
+from slmops.lora import merge_record
 from slmops.source import describe_weights
 from slmops.variant import VariantResult
 
@@ -29,7 +30,8 @@ def sweep_report(sweep_id: str, spec: SweepSpec, source_sha: str, versions: dict
     doc: dict[str, Any] = {
         "sweep_id": sweep_id,
         "source_model": {"path": str(spec.model.path), "sha256": source_sha, "name": spec.model.name,
-                         "weights": describe_weights(spec.model.path)},
+                         "weights": describe_weights(spec.model.path),
+                         "merged_from": merge_record(spec.model.path)},
         "tool_versions": versions,
         "mlflow": {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id},
         "spec": spec.model_dump(mode="json"),
@@ -53,6 +55,16 @@ def _weights_note(weights: dict | None) -> str:
     return note + "."
 
 
+def _merge_note(merged: dict | None) -> list[str]:
+    """For a LoRA adapter: what was merged into what (both content hashes, the adapter's rank, alpha, modules)."""
+    if not merged:
+        return []
+    cfg = merged["adapter_config"]
+    return ["", f"Merged from the LoRA adapter `{merged['adapter']}` (sha256 `{merged['adapter_sha256'][:16]}…`; rank "
+            f"{cfg['r']}, alpha {cfg['lora_alpha']}, modules {', '.join(cfg['target_modules'])}) and its base "
+            f"`{merged['base']}` (sha256 `{merged['base_sha256'][:16]}…`)."]
+
+
 def table(doc: dict) -> str:
     """The variants as a plain-text table."""
     rows = [("variant", "precision", "method", "status", "size", "foundry id", "smoke answer / error")]
@@ -74,7 +86,8 @@ def report_markdown(doc: dict, plots: dict[str, str]) -> str:
                                     for v in doc["variants"])]
     lines = [f"# Sweep {doc['sweep_id']}", "",
              f"Source model: `{doc['source_model']['path']}` (sha256 `{doc['source_model']['sha256'][:16]}…`)"
-             + _weights_note(doc["source_model"].get("weights")), "",
+             + _weights_note(doc["source_model"].get("weights")), *_merge_note(doc["source_model"].get("merged_from")),
+             "",
              "| variant | status | Foundry Local id | " + " | ".join(shown) + " |",
              "|---|---|---|" + "---|" * len(shown)]
     for v in doc["variants"]:

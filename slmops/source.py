@@ -65,9 +65,8 @@ def _check_symlinks(model_dir: Path) -> None:
                                  "folder (links out of it are refused)")
 
 
-def _check_safetensors(path: Path) -> set[str]:
-    """The header is whole and the file holds every byte the header promises (a truncated copy fails here); the
-    names of the tensors it holds."""
+def _header(path: Path) -> dict:
+    """A safetensors file's header (tensor name -> dtype, shape, data offsets), checked to be whole."""
     size = path.stat().st_size
     with path.open("rb") as f:
         raw = f.read(8)
@@ -81,11 +80,27 @@ def _check_safetensors(path: Path) -> set[str]:
             header = json.loads(f.read(header_len))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise InputError(f"{path}: corrupt safetensors header") from None
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + end > size:
-        raise InputError(f"{path}: truncated safetensors file: its header needs {8 + header_len + end} bytes, "
+    header.pop("__metadata__", None)
+    header["__bytes__"] = 8 + header_len
+    return header
+
+
+def _check_safetensors(path: Path) -> set[str]:
+    """The header is whole and the file holds every byte the header promises (a truncated copy fails here); the
+    names of the tensors it holds."""
+    header = _header(path)
+    start, size = header.pop("__bytes__"), path.stat().st_size
+    end = max((t["data_offsets"][1] for t in header.values()), default=0)
+    if start + end > size:
+        raise InputError(f"{path}: truncated safetensors file: its header needs {start + end} bytes, "
                          f"the file has {size}")
-    return {k for k in header if k != "__metadata__"}
+    return set(header)
+
+
+def safetensors_shapes(model_dir: Path, files: list[Path] | None = None) -> dict[str, list[int]]:
+    """Every tensor's shape, read from the headers of the folder's safetensors files (or of `files`)."""
+    files = files if files is not None else sorted(Path(model_dir).glob("*.safetensors"))
+    return {name: t["shape"] for path in files for name, t in _header(path).items() if name != "__bytes__"}
 
 
 def _check_shards(model_dir: Path, tensors: dict[str, set[str]]) -> None:

@@ -38,11 +38,11 @@ def file_sizes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file() and p.name != MANIFEST}
 
 
-def is_complete(folder: Path, key: str) -> bool:
+def is_complete(folder: Path, key: str, required: str = "model.onnx") -> bool:
     """True when the folder holds the content ``key`` names: its manifest matches, and every file it recorded is
     there with its size (a truncated or deleted model file means rebuild, not reuse)."""
     manifest = read_manifest(folder)
-    if not manifest or manifest.get("key") != key or not (folder / "model.onnx").is_file():
+    if not manifest or manifest.get("key") != key or not (folder / required).is_file():
         return False
     for name, size in (manifest.get("files") or {}).items():
         path = folder / name

@@ -17,6 +17,7 @@ from typing import Any
 
 from slmops.adapters.tracking import NullTracker, Tracker
 from slmops.config import SweepSpec
+from slmops.lora import merge_record
 from slmops.metrics import finite
 from slmops.variant import VariantResult
 
@@ -71,8 +72,14 @@ def start_sweep(tracker: AnyTracker, spec: SweepSpec, sweep_id: str, source_path
     run_id = tracker.sweep_run(experiment_name(spec), sweep_id, {
         "slmops.model": spec.model.name, "slmops.source_sha256": source_sha,
         **{f"version.{k}": v for k, v in versions.items()}})
-    tracker.log(run_id, params={"model.path": str(source_path), "model.name": spec.model.name,
-                                "variants": [v.name for v in spec.variants]})
+    params = {"model.path": str(source_path), "model.name": spec.model.name, "variants": [v.name for v in spec.variants]}
+    merged = merge_record(source_path)
+    if merged:  # a LoRA adapter merged into its base: both folders, both hashes, the adapter's config
+        params |= {"model.base": merged["base"], "model.adapter": merged["adapter"],
+                   **{f"adapter.{k}": v for k, v in merged["adapter_config"].items()}}
+        tracker.log(run_id, tags={"slmops.base_sha256": merged["base_sha256"],
+                                  "slmops.adapter_sha256": merged["adapter_sha256"]})
+    tracker.log(run_id, params=params)
     tracker.log_dict(run_id, spec.model_dump(mode="json"), "sweep_spec.json")
     return run_id
 

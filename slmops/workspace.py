@@ -55,6 +55,11 @@ class Workspace:
         return self.work_dir / "baselines"
 
     @property
+    def merged(self) -> Path:
+        """Base models with a LoRA adapter merged in (slmops.lora), one folder per content of both."""
+        return self.work_dir / "merged"
+
+    @property
     def exports(self) -> Path:
         return self.work_dir / "exports"
 

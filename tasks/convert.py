@@ -1,5 +1,5 @@
-"""Prefect tasks of the convert step: the source model's content hash, and its fp32 ONNX export (slmops.convert
-does the work)."""
+"""Prefect tasks of the convert step: a LoRA adapter merged into its base, the source model's content hash, and its
+fp32 ONNX export (slmops.lora and slmops.convert do the work)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from slmops import convert as converting
+from slmops import lora
 from slmops.convert import Export
 from slmops.errors import VariantError
 from slmops.keys import export_key
@@ -18,6 +19,13 @@ from slmops.keys import export_key
 def fingerprint(model_dir: Path, memo_file: Path) -> str:
     """Content hash of the source model folder (and Olive's import started when it is new: slmops.convert)."""
     return converting.fingerprint(model_dir, memo_file)
+
+
+@task(name="merge-adapter", cache_policy=NONE)
+def merge_adapter(base: Path, adapter: Path, merged_dir: Path, memo_file: Path, versions: dict[str, str],
+                  adapter_config: dict) -> Path:
+    """The base model with the LoRA adapter merged in, made once per content of both (slmops.lora)."""
+    return lora.merge(base, adapter, merged_dir, memo_file, versions, adapter_config)
 
 
 @task(name="convert", cache_policy=NONE)

@@ -38,12 +38,24 @@ def cmd_make_demo_model(args: argparse.Namespace) -> int:
     from slmops.demo.model import make_demo_model
 
     out = Path(args.dir)
-    if out.exists():
+    lora = Path(args.lora) if args.lora else None
+    if lora is not None and lora.exists():
+        raise InputError(f"--lora {lora} already exists; choose a new folder (the adapter is written whole or not at "
+                         "all)")
+    if out.exists() and lora is None:
         raise InputError(f"{out} already exists; choose a new folder (the demo model is written whole or not at all)")
     started = time.perf_counter()
-    make_demo_model(out, seed=args.seed, progress=progress("training demo model"), dtype=args.dtype,
-                    max_shard_size=args.max_shard_size)
-    print(f"demo model written to {out} in {time.perf_counter() - started:.0f} s (eval set: {out / 'eval.jsonl'})")
+    if not out.exists():
+        make_demo_model(out, seed=args.seed, progress=progress("training demo model"), dtype=args.dtype,
+                        max_shard_size=args.max_shard_size)
+        print(f"demo model written to {out} in {time.perf_counter() - started:.0f} s (eval set: {out / 'eval.jsonl'})")
+    if lora is not None:
+        from slmops.demo.lora import make_demo_lora
+
+        started = time.perf_counter()
+        make_demo_lora(out, lora, seed=args.seed, progress=progress("training LoRA adapter"))
+        print(f"LoRA adapter of {out} written to {lora} in {time.perf_counter() - started:.0f} s (its task: prices in "
+              f"cents, eval set {lora / 'eval.jsonl'}); sweep it with model: {{path: {out}, adapter: {lora}}}")
     return 0
 
 
@@ -151,6 +163,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="weights as saved (released small models are bfloat16; default float32)")
     p.add_argument("--max-shard-size", help="save the weights in shards of at most this size, e.g. 2MB, with "
                                             "model.safetensors.index.json (default: one file)")
+    p.add_argument("--lora", metavar="ADAPTER_DIR", help="also fine-tune a LoRA adapter of the demo model (in DIR, "
+                                                          "trained first if missing) for a second task, into ADAPTER_DIR")
     p.set_defaults(func=cmd_make_demo_model)
     for name, func, help_ in (("sweep", cmd_sweep, "convert, register, measure, track, promote: a spec"),
                             ("demo", cmd_demo, "the demo model through configs/demo.yaml")):

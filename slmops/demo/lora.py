@@ -11,14 +11,11 @@ adapter learns the new form. Its eval.jsonl holds the new task, so a sweep of ba
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from slmops.demo.model import BATCH_SIZE, THREADS, _encode_examples, build_catalogue
+from slmops.demo.model import _encode_examples, batches, build_catalogue, written_whole
 
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
@@ -42,15 +39,7 @@ def make_demo_lora(base_dir: str | Path, out_dir: str | Path, seed: int = 0,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base_dir, out_dir = Path(base_dir).resolve(), Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists; remove it or reuse it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    work.chmod(0o755)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    try:
-        torch.set_num_threads(THREADS)
-        torch.use_deterministic_algorithms(True)
+    with written_whole(out_dir) as work:
         torch.manual_seed(seed)
         pairs = build_cents_pairs(seed)
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -61,12 +50,7 @@ def make_demo_lora(base_dir: str | Path, out_dir: str | Path, seed: int = 0,
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LORA_LR)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LORA_LR, total_steps=LORA_STEPS,
                                                        pct_start=0.2)
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.empty(0, dtype=torch.long)
-        for step in range(1, LORA_STEPS + 1):
-            if len(order) < BATCH_SIZE:
-                order = torch.cat([order, torch.randperm(len(pairs), generator=generator)])
-            batch, order = order[:BATCH_SIZE], order[BATCH_SIZE:]
+        for step, batch in enumerate(batches(len(pairs), LORA_STEPS, seed), 1):
             width = int(attention[batch].sum(dim=1).max())
             loss = model(input_ids=input_ids[batch, :width], attention_mask=attention[batch, :width],
                          labels=labels[batch, :width]).loss
@@ -83,13 +67,4 @@ def make_demo_lora(base_dir: str | Path, out_dir: str | Path, seed: int = 0,
         with open(work / "eval.jsonl", "w", encoding="utf-8", newline="\n") as handle:
             for pair in pairs:
                 handle.write(json.dumps(pair, ensure_ascii=False) + "\n")
-        for path in work.iterdir():
-            path.chmod(0o644)
-        os.replace(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
     return out_dir

@@ -10,13 +10,14 @@ seeded, so the same seed gives the same tokenizer, data and weights on the same 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -217,15 +218,9 @@ def _train(folder: Path, tokenizer: Any, seed: int, progress: Callable[[int, int
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=PEAK_LR, betas=(0.9, 0.98), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=PEAK_LR, total_steps=TRAIN_STEPS, pct_start=0.2)
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.empty(0, dtype=torch.long)
     if progress is not None:
         progress(0, TRAIN_STEPS)
-    for step in range(1, TRAIN_STEPS + 1):
-        # Epochs of fresh permutations, so every pair is seen equally often.
-        if len(order) < BATCH_SIZE:
-            order = torch.cat([order, torch.randperm(len(qa_pairs), generator=generator)])
-        batch, order = order[:BATCH_SIZE], order[BATCH_SIZE:]
+    for step, batch in enumerate(batches(len(qa_pairs), TRAIN_STEPS, seed), 1):
         # Cut the batch to its longest row: padding only costs time.
         width = int(attention[batch].sum(dim=1).max())
         loss = model(
@@ -249,6 +244,49 @@ def _train(folder: Path, tokenizer: Any, seed: int, progress: Callable[[int, int
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+@contextlib.contextmanager
+def written_whole(out_dir: Path) -> Iterator[Path]:
+    """A private sibling of out_dir to write into, renamed to out_dir at the end (so out_dir is absent or complete),
+    with torch's thread count and determinism fixed inside (so the weights repeat run to run)."""
+    import torch
+
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists; remove it or reuse it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # A sibling on the same file system, so os.replace is an atomic rename.
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    # mkdtemp makes the folder private (0700); the model folder is meant to be shared like any other output.
+    work.chmod(0o755)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        # A fixed thread count fixes the order of floating-point reductions.
+        torch.set_num_threads(THREADS)
+        torch.use_deterministic_algorithms(True)
+        yield work
+        for path in work.iterdir():
+            path.chmod(0o644)  # safetensors writes its files owner-only
+        os.replace(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def batches(n_rows: int, steps: int, seed: int) -> Iterator[Any]:
+    """Row indices of each step's batch: epochs of fresh seeded permutations, so every row is seen equally often."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        if len(order) < BATCH_SIZE:
+            order = torch.cat([order, torch.randperm(n_rows, generator=generator)])
+        batch, order = order[:BATCH_SIZE], order[BATCH_SIZE:]
+        yield batch
+
+
 def save_weights(model, folder: Path, dtype: str = "float32", max_shard_size: str | None = None) -> None:
     """The model's weights as a checkpoint people have them: in dtype (bfloat16, as released small models are), in
     shards of at most max_shard_size ("2MB") with their model.safetensors.index.json, readable by all."""
@@ -269,36 +307,12 @@ def make_demo_model(
 ) -> Path:
     """Train the demo fine-tuned chat model into out_dir (deterministic, < 2 min on 2 cores) and return out_dir; its
     weights saved in dtype, in shards of max_shard_size if given (save_weights)."""
-    import torch
-
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists; remove it or reuse it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # A sibling on the same file system, so os.replace is an atomic rename: out_dir is absent or complete.
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    # mkdtemp makes the folder private (0700); the model folder is meant to be shared like any other output.
-    work.chmod(0o755)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    try:
-        # A fixed thread count fixes the order of floating-point reductions, so the weights repeat run to run.
-        torch.set_num_threads(THREADS)
-        torch.use_deterministic_algorithms(True)
+    with written_whole(out_dir) as work:
         tokenizer = prepare_demo_assets(work, seed)
         model = _train(work, tokenizer, seed, progress)
         save_weights(model, work, dtype, max_shard_size)
         (work / "train_info.json").write_text(
-            json.dumps(
-                {"seed": seed, "steps": TRAIN_STEPS, "batch_size": BATCH_SIZE, "peak_lr": PEAK_LR}, indent=2
-            )
-            + "\n",
-            encoding="utf-8",
-        )
-        os.replace(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+            json.dumps({"seed": seed, "steps": TRAIN_STEPS, "batch_size": BATCH_SIZE, "peak_lr": PEAK_LR}, indent=2)
+            + "\n", encoding="utf-8")
     return out_dir

@@ -44,6 +44,9 @@ def cmd_make_demo_model(args: argparse.Namespace) -> int:
                          "all)")
     if out.exists() and lora is None:
         raise InputError(f"{out} already exists; choose a new folder (the demo model is written whole or not at all)")
+    if out.exists() and (args.dtype != "float32" or args.max_shard_size):
+        raise InputError(f"{out} already exists, so it is the LoRA's base as it is: --dtype and --max-shard-size "
+                         "apply only to a new demo model")
     started = time.perf_counter()
     if not out.exists():
         make_demo_model(out, seed=args.seed, progress=progress("training demo model"), dtype=args.dtype,

@@ -143,3 +143,18 @@ def test_an_adapter_without_safetensors_weights_is_refused(demo_model, lora_copy
     assert refused(write(tmp_path / "s.yaml", {"path": str(demo_model), "adapter": str(lora_copy)}), tmp_path) == (
         f"error: {lora_copy}: no adapter_model.safetensors (adapter_model.bin is a pickle, which can run code when "
         "loaded: save it as safetensors)")
+
+
+def test_an_adapter_whose_shapes_differ_from_the_base_is_refused_naming_both(demo_model, lora_copy, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    weights = lora_copy / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    name = "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"
+    rank, in_features = tensors[name].shape
+    tensors[name] = tensors[name].new_zeros((rank, in_features + 1))  # as if trained on a wider MLP
+    save_file(tensors, weights)
+    assert refused(write(tmp_path / "s.yaml", {"path": str(demo_model), "adapter": str(lora_copy)}), tmp_path) == (
+        f"error: {lora_copy}: model.layers.0.mlp.down_proj is 192x{in_features} in the base {demo_model} "
+        f"(Qwen2ForCausalLM), but the adapter's LoRA expects 192x{in_features + 1}: it was trained on another "
+        "architecture")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from ops.ui import mlflow_compare_row, mlflow_page, prefect_page
 from slmops.report import human_size
@@ -33,6 +34,9 @@ def child_runs_shown(page, ui_url: str, run_id) -> dict[str, str]:
     page.get_by_text("Subflow Runs", exact=True).click()
     items = page.locator(".state-list-item")
     items.first.wait_for()
+    # the tab's own count ("3 Flow runs"), then every one of them rendered
+    total = int(page.get_by_text(re.compile(r"^\d+ Flow runs?$")).first.inner_text().split()[0])
+    expect(items).to_have_count(total)
     shown = {}
     for i in range(items.count()):
         lines = [line.strip() for line in items.nth(i).inner_text().splitlines() if line.strip()]

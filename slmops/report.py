@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from slmops.config import SweepSpec
+from slmops.lora import merge_record
 from slmops.metrics import HEADLINE, PREFECT_TABLE, TIMED, fmt, fmt_measured
 from slmops.promote import Decision, decision_markdown as _decision_markdown
-from slmops.lora import merge_record
 from slmops.source import describe_weights
 from slmops.variant import VariantResult
 

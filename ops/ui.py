@@ -104,7 +104,8 @@ _COMPARE_ROW = """label => {
     }
     return null;
 }"""
-_SCROLL_GRIDS = "top => { for (const g of document.querySelectorAll('.ReactVirtualized__Grid[role=grid]')) g.scrollTop = top; }"
+_SCROLL_GRIDS = ("top => { for (const g of document.querySelectorAll('.ReactVirtualized__Grid[role=grid]')) "
+                 "g.scrollTop = top; }")
 
 
 def mlflow_compare_row(page, label: str, step_px: int = 200, max_px: int = 20000) -> list[str] | None:

@@ -54,9 +54,10 @@ def check_context(spec: SweepSpec, config: dict, model_dir: Path | None = None) 
     """The context Foundry Local is to serve with fits in the model's own (ModelBuilder builds for
     max_position_embeddings)."""
     wanted, own = spec.foundry.model_config_overrides.max_length, config.get("max_position_embeddings")
+    config_file = Path(model_dir or spec.model.path) / "config.json"
     if wanted and isinstance(own, int) and wanted > own:
         raise InputError(f"foundry.model_config_overrides.max_length is {wanted}, longer than the model's own context "
-                         f"of {own} tokens (max_position_embeddings in {Path(model_dir or spec.model.path) / 'config.json'}); "
+                         f"of {own} tokens (max_position_embeddings in {config_file}); "
                          f"allowed: 1 to {own}, or unset")
 
 

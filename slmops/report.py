@@ -60,8 +60,8 @@ def _merge_note(merged: dict | None) -> list[str]:
     if not merged:
         return []
     cfg = merged["adapter_config"]
-    return ["", f"Merged from the LoRA adapter `{merged['adapter']}` (sha256 `{merged['adapter_sha256'][:16]}…`; rank "
-            f"{cfg['r']}, alpha {cfg['lora_alpha']}, modules {', '.join(cfg['target_modules'])}) and its base "
+    return ["", f"Merged from the LoRA adapter `{merged['adapter']}` (sha256 `{merged['adapter_sha256'][:16]}…`; "
+            f"rank {cfg['r']}, alpha {cfg['lora_alpha']}, modules {', '.join(cfg['target_modules'])}) and its base "
             f"`{merged['base']}` (sha256 `{merged['base_sha256'][:16]}…`)."]
 
 

@@ -72,7 +72,8 @@ def start_sweep(tracker: AnyTracker, spec: SweepSpec, sweep_id: str, source_path
     run_id = tracker.sweep_run(experiment_name(spec), sweep_id, {
         "slmops.model": spec.model.name, "slmops.source_sha256": source_sha,
         **{f"version.{k}": v for k, v in versions.items()}})
-    params = {"model.path": str(source_path), "model.name": spec.model.name, "variants": [v.name for v in spec.variants]}
+    params = {"model.path": str(source_path), "model.name": spec.model.name,
+              "variants": [v.name for v in spec.variants]}
     merged = merge_record(source_path)
     if merged:  # a LoRA adapter merged into its base: both folders, both hashes, the adapter's config
         params |= {"model.base": merged["base"], "model.adapter": merged["adapter"],

@@ -166,8 +166,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="weights as saved (released small models are bfloat16; default float32)")
     p.add_argument("--max-shard-size", help="save the weights in shards of at most this size, e.g. 2MB, with "
                                             "model.safetensors.index.json (default: one file)")
-    p.add_argument("--lora", metavar="ADAPTER_DIR", help="also fine-tune a LoRA adapter of the demo model (in DIR, "
-                                                          "trained first if missing) for a second task, into ADAPTER_DIR")
+    p.add_argument("--lora", metavar="ADAPTER_DIR",
+                   help="also fine-tune a LoRA adapter of the demo model (in DIR, trained first if missing) for a "
+                        "second task, into ADAPTER_DIR")
     p.set_defaults(func=cmd_make_demo_model)
     for name, func, help_ in (("sweep", cmd_sweep, "convert, register, measure, track, promote: a spec"),
                             ("demo", cmd_demo, "the demo model through configs/demo.yaml")):

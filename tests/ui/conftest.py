@@ -23,7 +23,8 @@ from ui_sweeps import EVAL_ROWS, EVALUATION, FAILING, FAILURE_SHOTS, MODEL, NIGH
 
 def _sweep_of(stack: Stack, run, out: Path) -> Sweep:
     with prefect_client(stack) as client:
-        [sweep_run] = [r for r in subflow_runs(stack, run.id) if client.read_flow(r.flow_id).name == "quantization-sweep"]
+        [sweep_run] = [r for r in subflow_runs(stack, run.id)
+                       if client.read_flow(r.flow_id).name == "quantization-sweep"]
     return Sweep(run=run, sweep_run=sweep_run, report=json.loads((out / "report.json").read_text()))
 
 

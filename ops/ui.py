@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ops.stack.processes import apt_install
 from slmops.errors import SlmopsError
 
 VIEWPORT = {"width": 1600, "height": 1000}
@@ -31,12 +30,7 @@ def ensure_chromium() -> str:
     if os.geteuid() != 0:
         raise SlmopsError("chromium is not installed and this is not root: install it (Debian: sudo apt-get install "
                           "-y chromium)")
-    print("installing chromium: apt-get update && apt-get install -y chromium", file=sys.stderr)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if done.returncode:
-            raise SlmopsError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    apt_install("chromium", "chromium")
     found = shutil.which("chromium")
     if not found:
         raise SlmopsError("apt-get installed chromium, but no chromium is on PATH")

@@ -191,10 +191,9 @@ def validate_model_dir(model_dir: str | Path, allow_pickle: bool = False) -> dic
 
 def estimate_disk_bytes(model_dir: Path, variants: list[Variant]) -> int:
     """Bytes a sweep may write: the fp32 export, and per variant its folder plus Olive's working copy."""
-    weights = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
-    dtype = (_read_json(Path(model_dir) / "config.json", required=False) or {}).get("torch_dtype") or \
-        (_read_json(Path(model_dir) / "config.json", required=False) or {}).get("dtype")
-    fp32 = weights * (2 if dtype in ("float16", "bfloat16") else 1)  # the export is fp32 whatever the source
+    weights = describe_weights(model_dir)
+    # the export is fp32 whatever the source
+    fp32 = weights["bytes"] * (2 if weights["dtype"] in ("float16", "bfloat16") else 1)
     share = {"fp32": 1.0, "int8": 0.5, "int4": 0.4}  # of fp32 size; int4 keeps its fp32 embedding by default
     total = fp32  # the shared export
     for v in variants:

@@ -8,12 +8,11 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.stack.processes import port_in_use
+from ops.stack.processes import apt_install, port_in_use
 from ops.stack.topology import HOST, MLFLOW_AUTH_DB, MLFLOW_DB, PREFECT_DB, StackError
 
 
@@ -47,12 +46,7 @@ class Postgres:
         except StackError:
             if os.geteuid() != 0 or not shutil.which("apt-get"):
                 raise
-        print("installing PostgreSQL: apt-get update && apt-get install -y postgresql", file=sys.stderr)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "postgresql"]):
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if done.returncode != 0:
-                raise StackError(f"{' '.join(cmd)} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+        apt_install("postgresql", "PostgreSQL")
         return Postgres.bin_dir()
 
     @staticmethod

@@ -19,11 +19,11 @@ from ops.stack.topology import HOST, StackError
 
 
 def apt_install(package: str, label: str) -> None:
-    """Debian's package installed with apt-get (as root; the caller checks), progress on stderr, a failure raised
-    with apt-get's own words."""
+    """Debian's package (or packages, space-separated) installed with apt-get (as root; the caller checks), progress
+    on stderr, a failure raised with apt-get's own words."""
     print(f"installing {label}: apt-get update && apt-get install -y {package}", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", package]):
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", *package.split()]):
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise StackError(f"{' '.join(cmd)} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")

@@ -123,10 +123,12 @@ def test_every_service_of_the_stack_is_there_with_a_health_check_and_pinned_imag
     assert re.fullmatch(r"postgres:15\.\d+", services["postgres"]["image"])
     prefect_version = importlib.metadata.version("prefect")
     assert services["prefect-server"]["image"] == f"prefecthq/prefect:{prefect_version}-python3.11"
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert f"FROM prefecthq/prefect:{prefect_version}-python3.11" in dockerfile, "worker and server: one Prefect"
-    mlflow_build = services["mlflow-server"]["build"]["dockerfile_inline"]
-    assert f"FROM ghcr.io/mlflow/mlflow:v{importlib.metadata.version('mlflow')}" in mlflow_build
+    local_prefect = (ROOT / "deployments/prefect/Dockerfile").read_text()
+    assert f'"prefect=={prefect_version}"' in local_prefect, "the local build of the server: the same Prefect"
+    mlflow_build = (ROOT / services["mlflow-server"]["build"]["context"] / "Dockerfile").read_text()
+    mlflow_version = importlib.metadata.version("mlflow")
+    assert f'"mlflow[auth]=={mlflow_version}"' in mlflow_build
+    assert services["mlflow-server"]["image"] == f"slmops-mlflow:{mlflow_version}"
     assert "psycopg[binary]" in mlflow_build, "MLflow's PostgreSQL backend needs psycopg 3"
 
 
@@ -356,7 +358,8 @@ def test_the_mlflow_server_runs_basic_auth_and_the_workers_log_in_as_the_pipelin
     service = compose["services"]["mlflow-server"]
     cmd, env = command(service), env_of(service)
     assert option(cmd, "--app-name") == "basic-auth"
-    assert 'mlflow[auth]' in service["build"]["dockerfile_inline"], "the basic-auth app needs Flask-WTF"
+    dockerfile = (ROOT / service["build"]["context"] / "Dockerfile").read_text()
+    assert 'mlflow[auth]' in dockerfile, "the basic-auth app needs Flask-WTF"
     [mount] = [v for v in service["volumes"] if v.split(":")[1] == env["MLFLOW_AUTH_CONFIG_PATH"]]
     ini = configparser.ConfigParser()
     ini.read(ROOT / mount.split(":")[0])
@@ -395,3 +398,23 @@ def test_the_image_holds_no_credential(compose):
     copied = re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)
     sources = {src for line in copied for src in line.split()}
     assert not sources & {".", "./", ".env"}, f"the image must not copy the build context whole: {copied}"
+
+
+def test_the_local_override_builds_every_service_from_the_debootstrap_base(compose):
+    """docker-compose.local.yml (python -m ops.compose, tests/ops/test_compose_up.py runs it): every service's
+    image built here, FROM the base image ops.compose makes, through a Dockerfile that takes the base as an
+    argument whose default is what a team pulls."""
+    from ops import compose as local_compose
+
+    local = yaml.safe_load((ROOT / "docker-compose.local.yml").read_text())
+    assert set(local["services"]) == set(compose["services"])
+    for name, service in local["services"].items():
+        assert service["image"].startswith("localhost/"), name
+        assert service["build"]["args"]["BASE_IMAGE"] == f"${{SLMOPS_BASE_IMAGE:-{local_compose.BASE_IMAGE}}}"
+        dockerfile = (ROOT / service["build"]["context"] / service["build"].get("dockerfile", "Dockerfile"))
+        text = dockerfile.read_text()
+        default = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.M)
+        assert default and not default.group(1).startswith("localhost/"), f"{dockerfile}: the default is pulled"
+        assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M), dockerfile
+    assert {b.image for b in local_compose.image_builds()} == {s["image"].replace("${SLMOPS_VERSION:-0.1.0}", "0.1.0")
+                                                               for s in local["services"].values()}

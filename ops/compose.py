@@ -20,6 +20,7 @@ root may not raise its limits (default_ulimits) and crun 1.8 refuses hybrid cgro
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -91,8 +92,11 @@ def ensure_tools(*names: str) -> None:
 
 def podman(*args: str, check: bool = True, capture: bool = True, timeout_s: float | None = None
            ) -> subprocess.CompletedProcess:
-    done = subprocess.run(["podman", *args], env=podman_env(), text=True, timeout=timeout_s,
-                          capture_output=capture)
+    try:
+        done = subprocess.run(["podman", *args], env=podman_env(), text=True, timeout=timeout_s,
+                              capture_output=capture)
+    except subprocess.TimeoutExpired:
+        raise StackError(f"podman {' '.join(args[:3])} did not finish within {timeout_s:.0f} s") from None
     if check and done.returncode != 0:
         raise StackError(f"podman {' '.join(args[:3])} failed (exit {done.returncode}): "
                          f"{(done.stderr or '').strip()[-1500:]}")
@@ -117,8 +121,9 @@ def apt_mirror() -> str:
     for path in sources:
         text = path.read_text(errors="replace") if path.is_file() else ""
         for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+)", text, re.M):
-            if not match.group(1).rstrip("/").endswith("-security"):
-                return match.group(1)
+            uri = match.group(1)
+            if uri.startswith(("http://", "https://")) and not uri.rstrip("/").endswith("-security"):
+                return uri
     return "http://deb.debian.org/debian"
 
 
@@ -138,13 +143,12 @@ def build_base(mirror: str | None = None) -> bool:
                                BASE_SUITE, str(rootfs), mirror], capture_output=True, text=True)
         if done.returncode != 0:
             raise StackError(f"debootstrap failed (exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(["podman", "import", "--change", f"LABEL {CONTENT_LABEL}={key}",
-                                   "--change", "CMD [\"/bin/bash\"]", "-", BASE_IMAGE],
-                                  stdin=tar.stdout, env=podman_env(), capture_output=True, text=True)
-        tar.wait()
-        if imported.returncode != 0 or tar.returncode != 0:
-            raise StackError(f"podman import failed (exit {imported.returncode}): {imported.stderr[-1500:]}")
+        tarball = Path(tmp) / "rootfs.tar"
+        packed = subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], capture_output=True, text=True)
+        if packed.returncode != 0:
+            raise StackError(f"tar of the base image's root failed (exit {packed.returncode}): {packed.stderr[-800:]}")
+        podman("import", "--change", f"LABEL {CONTENT_LABEL}={key}", "--change", 'CMD ["/bin/bash"]', str(tarball),
+               BASE_IMAGE)
     log(f"{BASE_IMAGE}: made in {time.monotonic() - started:.0f} s")
     return True
 
@@ -178,9 +182,17 @@ def _interpolate(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
 
 
+def compose_env(env_file: Path | None = None) -> dict[str, str]:
+    """The variables compose interpolates with: the env file's, then this process's environment over them."""
+    from ops.stack.credentials import read_env_file
+
+    values = read_env_file(env_file) if env_file and Path(env_file).is_file() else {}
+    return {**values, **os.environ}
+
+
 def image_builds(env: dict[str, str] | None = None) -> list[ImageBuild]:
     """Each distinct image docker-compose.local.yml builds, in the order of its services."""
-    env = dict(os.environ if env is None else env)
+    env = compose_env() if env is None else env
     services = yaml.safe_load(COMPOSE_FILES[1].read_text())["services"]
     builds: dict[str, ImageBuild] = {}
     for service in services.values():
@@ -219,7 +231,11 @@ def pip_sources() -> tuple[list[str], dict[str, str]]:
     done = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
     for line in done.stdout.splitlines():
         key, _, value = line.partition("=")
-        config[key.split(".", 1)[-1]] = value.strip().strip("'\"")
+        try:  # pip prints each value as a Python literal: '\n/opt/wheels' for a multi-line one
+            value = str(ast.literal_eval(value.strip()))
+        except (ValueError, SyntaxError):
+            value = value.strip()
+        config[key.split(".", 1)[-1]] = value
     find_links = os.environ.get("PIP_FIND_LINKS") or config.get("find-links", "")
     extra_index = os.environ.get("PIP_EXTRA_INDEX_URL") or config.get("extra-index-url", "")
     cert = os.environ.get("PIP_CERT") or config.get("cert", "")
@@ -241,15 +257,16 @@ def pip_sources() -> tuple[list[str], dict[str, str]]:
     return sorted(set(volumes)), args
 
 
-def build_images(rebuild: bool = False) -> dict[str, str]:
-    """The base image, then every image of docker-compose.local.yml that is missing or built from other content.
-    Returns each image with what happened to it ("built in N s" or "up to date")."""
+def build_images(rebuild: bool = False, env_file: Path | None = None) -> dict[str, str]:
+    """The base image, then every image of docker-compose.local.yml that is missing or built from other content
+    (image names and build arguments read with env_file's variables, as compose reads them). Returns each image
+    with what happened to it ("built in N s" or "up to date")."""
     ensure_tools("podman", "runc")
     started = time.monotonic()
     outcome = {BASE_IMAGE: "built" if build_base() else "up to date"}
     base_key = image_label(BASE_IMAGE) or ""
     volumes, pip_args = pip_sources()
-    for build in image_builds():
+    for build in image_builds(compose_env(env_file)):
         declared = build.declared_args()
         extra = {k: v for k, v in pip_args.items() if k in declared}
         key = build.content_key(base_key, extra)
@@ -284,11 +301,18 @@ class ComposeStack:
     project: str = PROJECT
 
     def compose(self, *args: str, check: bool = True, timeout_s: float = 600.0) -> subprocess.CompletedProcess:
-        cmd = [bin_path("podman-compose"), "--project-name", self.project, "--env-file", str(self.env_file)]
+        found = bin_path("podman-compose")
+        if not Path(found).is_file():
+            raise StackError("podman-compose is missing: pip install 'podman-compose==1.5.0' (it is in the test extra: "
+                             "pip install -e '.[test]')")
+        cmd = [found, "--project-name", self.project, "--env-file", str(self.env_file)]
         for path in COMPOSE_FILES:
             cmd += ["--file", str(path)]
-        done = subprocess.run([*cmd, *args], env=podman_env(), text=True, capture_output=True, timeout=timeout_s,
-                              cwd=str(REPO))
+        try:
+            done = subprocess.run([*cmd, *args], env=podman_env(), text=True, capture_output=True,
+                                  timeout=timeout_s, cwd=str(REPO))
+        except subprocess.TimeoutExpired:
+            raise StackError(f"podman-compose {' '.join(args)} did not finish within {timeout_s:.0f} s") from None
         if check and done.returncode != 0:
             raise StackError(f"podman-compose {' '.join(args)} failed (exit {done.returncode}):\n"
                              f"{(done.stdout + done.stderr)[-2000:]}")
@@ -331,8 +355,9 @@ class ComposeStack:
                 time.sleep(2)
 
     def up(self, variant_workers: int = 1, build: bool = True, timeout_s: float = 300.0) -> dict[str, float]:
-        """Build (when asked), then the servers, healthy; `deploy` run to its end; the workers and the watcher,
-        healthy. Returns the seconds each stage took."""
+        """Build (when asked), then the servers, healthy; `deploy` run to its end; the workers (healthy) and the
+        watcher. A project already up is brought down first (its volumes kept), so that every container runs the
+        images and the .env of now. Returns the seconds each stage took."""
         if not self.env_file.is_file():
             raise StackError(f"{self.env_file} does not exist: cp .env.example .env, set every credential in it "
                              "(docs/security.md)")
@@ -340,8 +365,11 @@ class ComposeStack:
         timings: dict[str, float] = {}
         t0 = time.monotonic()
         if build:
-            build_images()
+            build_images(env_file=self.env_file)
             timings["build"] = time.monotonic() - t0
+        if self.containers():
+            log(f"{self.project} is up: down first (volumes kept), to start every container afresh")
+            self.down()
         t0 = time.monotonic()
         self.compose("up", "--detach", "--no-build", *SERVERS)
         self.wait_healthy(SERVERS, timeout_s)

@@ -30,6 +30,8 @@ fi
 
 if [ "$1" = postgres ]; then
     shift
-    exec runuser -u postgres -- postgres -D "$PGDATA" -c listen_addresses='*' "$@"
+    # postgres itself becomes the main process (setpriv, not runuser, which would stay in between and not pass
+    # the stop signal on): `stop` is a fast shutdown, not a kill after the timeout
+    exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c listen_addresses='*' "$@"
 fi
 exec "$@"

@@ -19,7 +19,7 @@ from slmops import report, staging
 from slmops.adapters.tracking import default_tracking_uri
 from slmops.config import SweepSpec, with_model_path
 from slmops.errors import TrackingLostError, TransientError, VariantError
-from slmops.files import write_json
+from slmops.files import read_json, write_json
 from slmops.keys import variant_key
 from slmops.preflight import Checked, preflight
 from slmops.promote.champion import ChampionMeasured, ChampionToMeasure, needs_measuring
@@ -66,7 +66,8 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
         with phases("tracking"):
             results, decision = promote_sweep(spec, tracking_uri, sweep_id, ws.work_dir, results, champion)
         doc = report.sweep_report(sweep_id, spec, source_sha, versions, tracking_uri, parent, results,
-                                  round(time.perf_counter() - started, 3), decision)
+                                  round(time.perf_counter() - started, 3), decision,
+                                  roofline=read_json(ws.roofline / "roofs.json"))
         with phases("report"):
             report_sweep(doc, ws.out_dir, tracking_uri)
         doc["timings"] = {**phases.as_dict(), "sweep": round(time.perf_counter() - started, 3)}

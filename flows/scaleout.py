@@ -70,7 +70,8 @@ def _measure_champion(job: VariantJob, champion: ChampionToMeasure | None) -> Ch
     logger.info("measuring the champion %s (version %s) again, beside the candidates", champion.name,
                 champion.model_version)
     state = measure_champion(champion, job.spec.evaluation, job.dataset, job.spec.foundry, job.foundry_cache,
-                             job.ws.evaluations / f"champion-v{champion.model_version}", return_state=True)
+                             job.ws.evaluations / f"champion-v{champion.model_version}", job.ws.roofline,
+                             return_state=True)
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, VariantError):
         logger.warning("%s", outcome)

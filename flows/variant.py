@@ -27,7 +27,7 @@ from slmops.report import human_size
 from slmops.timing import Phases
 from slmops.variant import Variant, VariantResult
 from slmops.workspace import Workspace
-from tasks.evaluate import evaluate
+from tasks.evaluate import evaluate, roofline
 from tasks.quantize import quantize
 from tasks.register import register, smoke_test
 from tasks.track import track_variant
@@ -94,6 +94,9 @@ def variant_pipeline(job: VariantJob, variant: Variant, index: int) -> VariantRe
         logger.info("%s: evaluating in a fresh process", step)
         with phases("evaluate"):
             result = _evaluate(job, result)
+    if result.ok:
+        with phases("evaluate"):
+            result = _step(result, roofline, result, ws.roofline)
     logger.info("%s: %s", step, f"{result.status} ({human_size(result.size_bytes)})" if result.ok
                 else f"failed: {result.error}")
     # the orchestrating process's memory after each variant: a sweep of many variants must not grow it

@@ -54,8 +54,10 @@ default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 [engine]
 runtime = "runc"
 """
-# the Debian packages that run the stack (podman-compose comes from PyPI, in this environment)
-TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
+# the Debian packages that run the stack, by the file each one brings (podman-compose comes from PyPI); catatonit
+# is the init of the services with `init: true`
+TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap",
+         "/usr/libexec/podman/catatonit": "catatonit"}
 SERVERS = ("postgres", "prefect-server", "mlflow-server")
 WORKERS = ("sweep-worker", "variant-worker", "checkpoint-watcher")
 DEPLOY = "deploy"
@@ -81,7 +83,7 @@ def podman_env() -> dict[str, str]:
 
 def ensure_tools(*names: str) -> None:
     """podman, runc, debootstrap: installed with apt-get when missing (as root), else a clear error."""
-    missing = [TOOLS[name] for name in names if not shutil.which(name)]
+    missing = [TOOLS[name] for name in names if not (shutil.which(name) or Path(name).is_file())]
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -261,7 +263,7 @@ def build_images(rebuild: bool = False, env_file: Path | None = None) -> dict[st
     """The base image, then every image of docker-compose.local.yml that is missing or built from other content
     (image names and build arguments read with env_file's variables, as compose reads them). Returns each image
     with what happened to it ("built in N s" or "up to date")."""
-    ensure_tools("podman", "runc")
+    ensure_tools("podman", "runc", "/usr/libexec/podman/catatonit")
     started = time.monotonic()
     outcome = {BASE_IMAGE: "built" if build_base() else "up to date"}
     base_key = image_label(BASE_IMAGE) or ""
@@ -361,7 +363,7 @@ class ComposeStack:
         if not self.env_file.is_file():
             raise StackError(f"{self.env_file} does not exist: cp .env.example .env, set every credential in it "
                              "(docs/security.md)")
-        ensure_tools("podman", "runc")
+        ensure_tools("podman", "runc", "/usr/libexec/podman/catatonit")
         timings: dict[str, float] = {}
         t0 = time.monotonic()
         if build:

@@ -49,10 +49,17 @@ METRICS: dict[str, tuple[Goal, float | None, float | None, str]] = {
     "ln_ppl_ratio_mean": ("minimize", None, None, ""),
     "ln_ppl_ratio_err": ("minimize", 0, None, ""),
     "ln_ppl_correlation": ("maximize", -1, 1, ""),
+    # the roofline (slmops.roofline): the weight bytes a decode step reads (a property of the graph), the bandwidth
+    # decode achieved with them, and its share of the machine's memory roof and of its weight format's kernel roof
+    "bytes_per_token": ("minimize", 0, None, "bytes"),
+    "achieved_gb_per_s": ("maximize", 0, None, "GB/s"),
+    "bandwidth_share": ("maximize", 0, None, ""),
+    "kernel_share": ("maximize", 0, None, ""),
 }
 # figures of the machine a variant runs on, not of the variant alone: compared only when measured side by side
-MACHINE_METRICS = frozenset(name for name, (_, _, _, unit) in METRICS.items() if unit in ("ms", "tok/s", "MB", "%")) \
-    | {"speed_consistency", "decode_timing_resolved", "leak_check_passed"}
+MACHINE_METRICS = frozenset(name for name, (_, _, _, unit) in METRICS.items()
+                            if unit in ("ms", "tok/s", "MB", "%", "GB/s")) \
+    | {"speed_consistency", "decode_timing_resolved", "leak_check_passed", "bandwidth_share", "kernel_share"}
 # the timed figures and the names of their spread (promotion compares them by their intervals)
 TIMED = {"ttft_ms_p50": "ttft_ms", "response_ms_p50": "response_ms", "prefill_tokens_per_s": "prefill_tokens_per_s",
          "decode_tokens_per_s": "decode_tokens_per_s"}
@@ -85,12 +92,12 @@ def fmt(name: str, value: float | None) -> str:
     if value is None:
         return "-"
     unit = METRICS.get(name, ("", None, None, ""))[3]
-    if name == "size_bytes":
+    if unit == "bytes":
         for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
             if value >= scale:
                 return f"{value / scale:.2f} {unit}"
         return f"{value:.0f} B"
-    if METRICS.get(name, ("", None, None, ""))[2] == 1 and name != "smoke_test_passed":
+    if (METRICS.get(name, ("", None, None, ""))[2] == 1 and name != "smoke_test_passed") or name.endswith("_share"):
         return f"{100 * value:.1f}%"
     if abs(value) < 0.01 and value != 0:
         return f"{value:.2e}{(' ' + unit) if unit else ''}"

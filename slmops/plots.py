@@ -98,4 +98,47 @@ def sweep_plots(doc: dict[str, Any], out_dir: Path) -> dict[str, str]:
             ("decode_tokens_per_s", "pareto_speed.png", f"{quality} against decode speed (95 % intervals)", timed)):
         if pareto_plot(points, x_metric, quality, champion, out_dir / "plots" / file, title):
             made[title] = f"plots/{file}"
+    title = "Decode speed against bytes per token, with the roofs"
+    if roofline_plot(doc, out_dir / "plots" / "roofline.png", title):
+        made[title] = "plots/roofline.png"
     return made
+
+
+def roofline_plot(doc: dict[str, Any], path: Path, title: str) -> bool:
+    """Each variant's decode tok/s (95 % interval) against the weight bytes a token reads, under the memory roof
+    (tok/s = bandwidth / bytes) and the kernel roof of each weight format. False when nothing can be plotted."""
+    roofs = doc.get("roofline")
+    points = [v for v in doc["variants"] if v["status"] != "failed" and "achieved_gb_per_s" in v["metrics"]]
+    if not roofs or not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    xs = [v["metrics"]["bytes_per_token"] / 1e9 for v in points]
+    span = np.geomspace(min(xs) / 2, max(xs) * 2, 50)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(span, roofs["memory"]["gb_per_s"] / span, "k-", label=f"memory roof {roofs['memory']['gb_per_s']:.0f} GB/s")
+    for key, kernel in (roofs.get("kernels") or {}).items():
+        if kernel and key != "MatMul-32bit":
+            ax.plot(span, kernel["gb_per_s"] / span, "--", label=f"{key} {kernel['gb_per_s']:.0f} GB/s")
+    for v in points:
+        m = v["metrics"]
+        bounds = interval("decode_tokens_per_s", m)
+        err = [[m["decode_tokens_per_s"] - bounds[0]], [bounds[1] - m["decode_tokens_per_s"]]] if bounds else None
+        ax.errorbar([m["bytes_per_token"] / 1e9], [m["decode_tokens_per_s"]], yerr=err, fmt="o", capsize=3)
+        ax.annotate(v["name"], (m["bytes_per_token"] / 1e9, m["decode_tokens_per_s"]), textcoords="offset points",
+                    xytext=(5, 5), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("GB of weights read per token")
+    ax.set_ylabel("decode tok/s")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -25,8 +25,9 @@ def human_size(n: int | None) -> str:
 
 def sweep_report(sweep_id: str, spec: SweepSpec, source_sha: str, versions: dict[str, str], tracking_uri: str,
                  parent_run_id: str | None, results: list[VariantResult], seconds: float,
-                 decision: dict[str, Any] | None = None) -> dict[str, Any]:
-    """report.json: what a sweep produced, with what produced it."""
+                 decision: dict[str, Any] | None = None, roofline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """report.json: what a sweep produced, with what produced it; roofline: this machine's roofs (slmops.roofline),
+    with how they were measured."""
     doc: dict[str, Any] = {
         "sweep_id": sweep_id,
         "source_model": {"path": str(spec.model.path), "sha256": source_sha, "name": spec.model.name,
@@ -40,6 +41,8 @@ def sweep_report(sweep_id: str, spec: SweepSpec, source_sha: str, versions: dict
     }
     if decision:
         doc["decision"] = decision
+    if roofline:
+        doc["roofline"] = roofline
     return doc
 
 
@@ -103,12 +106,39 @@ def report_markdown(doc: dict, plots: dict[str, str]) -> str:
         # the decision's own record: what happened, why, the objective's terms with their margins, the numbers
         body = decision_markdown(decision).split("\n", 1)[1].strip()
         lines += ["", "## Decision", "", f"**{'Promoted' if decision['promoted'] else 'Not promoted'}.**", "", body]
+    lines += _roofline_section(doc)
     for title, path in plots.items():
         lines += ["", f"## {title}", "", f"![{title}]({path})"]
     failed = [v for v in doc["variants"] if v["status"] == "failed"]
     if failed:
         lines += ["", "## Failed variants", ""] + [f"- {v['name']}: {v['error']}" for v in failed]
     return "\n".join(lines) + "\n"
+
+
+def _roofline_section(doc: dict) -> list[str]:
+    """report.md's roofline: per variant the bytes a decode step reads and how close decode comes to the roofs."""
+    rows = [v for v in doc["variants"] if "bytes_per_token" in v["metrics"]]
+    roofs = doc.get("roofline")
+    if not rows:
+        return []
+    lines = ["", "## Roofline", "",
+             "| variant | bytes per token | decode tok/s | achieved | of the memory roof | of its kernel roof |",
+             "|---|---|---|---|---|---|"]
+    for v in rows:
+        m = v["metrics"]
+        cells = [fmt("bytes_per_token", m["bytes_per_token"]), fmt_measured("decode_tokens_per_s", m),
+                 *(fmt(name, m.get(name)) for name in ("achieved_gb_per_s", "bandwidth_share", "kernel_share"))]
+        lines.append(f"| {v['name']} | " + " | ".join(cells) + " |")
+    if roofs:
+        machine = roofs["machine"]
+        lines += ["", f"Roofs of this machine ({machine['cpu']}, {machine['cores']} cores, onnxruntime "
+                  f"{machine['onnxruntime']}), measured once and cached: memory {roofs['memory']['gb_per_s']:.1f} GB/s "
+                  f"({roofs['memory']['how']})" + "".join(
+                      f"; {key} {k['gb_per_s']:.1f} GB/s" for key, k in roofs.get("kernels", {}).items() if k) + "."]
+    lines += ["", "Achieved = bytes per token x decode tok/s. A share well under 1 of the kernel roof is time spent "
+              "outside the weights' own kernels (the rest of the graph, the runtime's loop). A decode speed the "
+              "timer could not resolve gets no share."]
+    return lines
 
 
 def prefect_table(doc: dict[str, Any]) -> list[dict[str, str]]:

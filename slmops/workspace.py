@@ -55,6 +55,11 @@ class Workspace:
         return self.work_dir / "baselines"
 
     @property
+    def roofline(self) -> Path:
+        """This machine's memory and kernel roofs (slmops.roofline), measured once and cached."""
+        return self.work_dir / "roofline"
+
+    @property
     def merged(self) -> Path:
         """Base models with a LoRA adapter merged in (slmops.lora), one folder per content of both."""
         return self.work_dir / "merged"

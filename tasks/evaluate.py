@@ -3,11 +3,13 @@ process (slmops.evaluate does the work), or its measurements reused while nothin
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from slmops import roofline as roofs
 from slmops.adapters.genai import context_length
 from slmops.config import FoundrySpec
 from slmops.convert import Export
@@ -18,7 +20,7 @@ from slmops.evaluate.runner import RESULT_NAME, evaluate_variant
 from slmops.evaluate.settings import EvaluationSpec
 from slmops.files import read_json
 from slmops.keys import baseline_key, evaluation_key
-from slmops.metrics import finite
+from slmops.metrics import finite, resolved
 from slmops.promote.champion import ChampionToMeasure
 from slmops.variant import EvaluationRecord, VariantResult
 
@@ -68,9 +70,30 @@ def evaluate(result: VariantResult, stored: Baseline | None, settings: Evaluatio
                                                            items=len(evaluation["items"])))
 
 
+def roofline_of(model_dir: Path, metrics: dict[str, float], roofs_dir: Path) -> dict[str, float]:
+    """bytes_per_token of the folder's graph; with a decode speed the timer resolved, the bandwidth it achieved and
+    its shares of this machine's memory and kernel roofs (measured the first time a format is seen here)."""
+    weights = roofs.bytes_per_token(model_dir)
+    decode = metrics.get("decode_tokens_per_s")
+    if decode is None or not resolved("decode_tokens_per_s", metrics):
+        return roofs.roofline_metrics(weights, None, {})
+    try:
+        measured = roofs.machine_roofs(roofs_dir, [weights.format])
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:  # no roof is no reason to fail a variant
+        get_run_logger().warning("the roofs of this machine could not be measured (%s): no roofline shares", err)
+        measured = {}
+    return roofs.roofline_metrics(weights, decode, measured)
+
+
+@task(name="roofline", task_run_name="roofline-{result.name}", cache_policy=NONE)
+def roofline(result: VariantResult, roofs_dir: Path) -> VariantResult:
+    """The variant's distance to the machine's limits (slmops.roofline): bytes per token, achieved GB/s, shares."""
+    return result.with_metrics(roofline_of(Path(result.onnx_dir), result.metrics, roofs_dir))
+
+
 @task(name="measure-champion", cache_policy=NONE)
 def measure_champion(champion: ChampionToMeasure, settings: EvaluationSpec, dataset: Path, foundry: FoundrySpec,
-                     foundry_cache: Path, out_dir: Path) -> dict[str, float]:
+                     foundry_cache: Path, out_dir: Path, roofs_dir: Path | None = None) -> dict[str, float]:
     """The current champion measured again in this sweep, with the candidates' settings (its fidelity stays the one
     measured against its own baseline)."""
     from slmops import register as registering
@@ -86,4 +109,7 @@ def measure_champion(champion: ChampionToMeasure, settings: EvaluationSpec, data
     except SlmopsError as err:
         raise VariantError(f"the champion {champion.name} (version {champion.model_version}) could not be measured "
                            f"again: {err}") from err
-    return finite(evaluation["metrics"])
+    measured = finite(evaluation["metrics"])
+    if roofs_dir is not None:
+        measured.update(roofline_of(Path(champion.folder), measured, roofs_dir))
+    return measured

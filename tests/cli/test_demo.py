@@ -113,3 +113,29 @@ def test_running_the_demo_five_times_with_nothing_changed_never_moves_the_champi
         assert not decision["promoted"] and decision["reason"].endswith("is the best variant and already the champion.")
         assert registry.by_alias("demo-shop", "champion").version == champion
     assert {v.version for v in registry.client.search_model_versions("name = 'demo-shop'")} == versions
+
+
+def test_demo_reports_each_variants_bytes_per_token_and_its_distance_to_the_roofs(demo_run):
+    from slmops.roofline import bytes_per_token, machine_id
+
+    out, _, _ = demo_run
+    report = json.loads((out / "report.json").read_text())
+    roofs = report.get("roofline")
+    timed = [v for v in report["variants"] if v["metrics"].get("decode_timing_resolved", 1.0) >= 1.0]
+    if timed:  # the roofs are measured once a decode speed is there to compare with them
+        assert roofs["machine"] == machine_id() and roofs["memory"]["gb_per_s"] > 0
+    for v in report["variants"]:
+        m = v["metrics"]
+        assert m["bytes_per_token"] == bytes_per_token(Path(v["onnx_dir"])).total
+        if m.get("decode_timing_resolved", 1.0) >= 1.0:
+            assert m["achieved_gb_per_s"] == pytest.approx(m["bytes_per_token"] * m["decode_tokens_per_s"] / 1e9,
+                                                           rel=1e-3)
+            assert m["bandwidth_share"] == pytest.approx(m["achieved_gb_per_s"] / roofs["memory"]["gb_per_s"],
+                                                         rel=1e-3)
+        else:  # a speed the timer could not resolve gets no share
+            assert "achieved_gb_per_s" not in m and "kernel_share" not in m
+    fp32, int8 = (next(v for v in report["variants"] if v["name"] == n)["metrics"] for n in ("fp32", "int8"))
+    assert int8["bytes_per_token"] < fp32["bytes_per_token"] / 2.5, "int8 reads its head and layers in 8 bits"
+    text = (out / "report.md").read_text()
+    assert "## Roofline" in text and ("memory roof" in text) == bool(roofs)
+    assert ("plots/roofline.png" in text) == bool(timed and roofs)

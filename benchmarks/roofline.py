@@ -1,0 +1,75 @@
+"""Each variant's distance to the machine's limits, on the 494M-parameter Qwen2.5-0.5B-shaped model: one sweep
+(fp32, int8, int4 block 32, int4 block 128; profile quick, no fidelity, nothing promoted), and from its report the
+bytes of weights a decode step reads, the decode speed, the bandwidth achieved and its shares of this machine's
+memory roof and of each variant's kernel roof (slmops.roofline, measured once per machine by the sweep).
+
+    .venv/bin/python benchmarks/roofline.py --work .slmops/roofline-bench     # ~8 min on 2 cores, ~9 GB on disk
+
+Writes benchmarks/results/roofline-qwen2.5-0.5b-shape.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from sweep_vs_manual import DEMO_VARIANTS, make_qwen_shaped_model  # noqa: E402
+
+BIN = Path(sys.executable).parent
+RESULTS = ROOT / "benchmarks" / "results"
+COLUMNS = ("bytes_per_token", "decode_tokens_per_s", "decode_tokens_per_s_ci95_low", "decode_tokens_per_s_ci95_high",
+           "achieved_gb_per_s", "bandwidth_share", "kernel_share")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / ".slmops" / "roofline-bench")
+    args = parser.parse_args(argv)
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    source = make_qwen_shaped_model(work / "qwen2.5-0.5b-shape")
+    spec = {"model": {"path": str(source), "name": "roofline-qwen-shape"}, "variants": DEMO_VARIANTS,
+            "evaluation": {"profile": "quick", "fidelity": False, "reuse": False}, "promotion": {"enabled": False}}
+    (work / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    home = work / "home"
+    env = {**os.environ, "SLMOPS_HOME": str(home), "PREFECT_HOME": str(home / "prefect"),
+           "SLMOPS_FOUNDRY_CACHE": str(home / "foundry")}
+    for var in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        env.pop(var, None)
+    started = time.monotonic()
+    subprocess.run([str(BIN / "slmops"), "sweep", str(work / "spec.yaml"), "--out", str(work / "out")], env=env,
+                   check=True)
+    report = json.loads((work / "out" / "report.json").read_text())
+    result = {"model": "qwen2.5-0.5b-shape (494M parameters, random weights)", "sweep_s": round(time.monotonic() - started, 1),
+              "roofline": report.get("roofline"),
+              "variants": {v["name"]: {"size_bytes": v["size_bytes"], **{c: v["metrics"].get(c) for c in COLUMNS}}
+                           for v in report["variants"]}}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "roofline-qwen2.5-0.5b-shape.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = ["| variant | size MB | bytes per token (MB) | decode tok/s [95 % interval] | achieved GB/s | "
+             "memory roof share | kernel roof share |", "|---|---|---|---|---|---|---|"]
+    for name, v in result["variants"].items():
+        lines.append(f"| {name} | {v['size_bytes'] / 1e6:.1f} | {v['bytes_per_token'] / 1e6:.1f} | "
+                     f"{v['decode_tokens_per_s']:.2f} [{v['decode_tokens_per_s_ci95_low']:.2f}, "
+                     f"{v['decode_tokens_per_s_ci95_high']:.2f}] | {v['achieved_gb_per_s']:.2f} | "
+                     f"{v['bandwidth_share']:.3f} | {v['kernel_share']:.3f} |")
+    roofs = result["roofline"] or {}
+    lines += ["", f"Memory roof: {roofs.get('memory', {}).get('gb_per_s')} GB/s ({roofs.get('memory', {}).get('how')})."]
+    lines += [f"Kernel roof {key}: {k['gb_per_s']} GB/s ({k['how']})." for key, k in roofs.get("kernels", {}).items() if k]
+    (RESULTS / "roofline-qwen2.5-0.5b-shape.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

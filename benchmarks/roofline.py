@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from runtime_variants import sweep_in  # noqa: E402
 from sweep_vs_manual import DEMO_VARIANTS, make_qwen_shaped_model  # noqa: E402
 
-BIN = Path(sys.executable).parent
 RESULTS = ROOT / "benchmarks" / "results"
 COLUMNS = ("bytes_per_token", "decode_tokens_per_s", "decode_tokens_per_s_ci95_low", "decode_tokens_per_s_ci95_high",
            "achieved_gb_per_s", "bandwidth_share", "kernel_share")
@@ -38,19 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     source = make_qwen_shaped_model(work / "qwen2.5-0.5b-shape")
-    spec = {"model": {"path": str(source), "name": "roofline-qwen-shape"}, "variants": DEMO_VARIANTS,
-            "evaluation": {"profile": "quick", "fidelity": False, "reuse": False}, "promotion": {"enabled": False}}
-    (work / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    home = work / "home"
-    env = {**os.environ, "SLMOPS_HOME": str(home), "PREFECT_HOME": str(home / "prefect"),
-           "SLMOPS_FOUNDRY_CACHE": str(home / "foundry")}
-    for var in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
-        env.pop(var, None)
     started = time.monotonic()
-    subprocess.run([str(BIN / "slmops"), "sweep", str(work / "spec.yaml"), "--out", str(work / "out")], env=env,
-                   check=True)
-    report = json.loads((work / "out" / "report.json").read_text())
-    result = {"model": "qwen2.5-0.5b-shape (494M parameters, random weights)", "sweep_s": round(time.monotonic() - started, 1),
+    report = sweep_in(work, {"model": {"path": str(source), "name": "roofline-qwen-shape"}, "variants": DEMO_VARIANTS,
+                             "evaluation": {"profile": "quick", "fidelity": False, "reuse": False},
+                             "promotion": {"enabled": False}})
+    result = {"model": "qwen2.5-0.5b-shape (494M parameters, random weights)",
+              "sweep_s": round(time.monotonic() - started, 1),
               "roofline": report.get("roofline"),
               "variants": {v["name"]: {"size_bytes": v["size_bytes"], **{c: v["metrics"].get(c) for c in COLUMNS}}
                            for v in report["variants"]}}
@@ -64,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"{v['decode_tokens_per_s_ci95_high']:.2f}] | {v['achieved_gb_per_s']:.2f} | "
                      f"{v['bandwidth_share']:.3f} | {v['kernel_share']:.3f} |")
     roofs = result["roofline"] or {}
-    lines += ["", f"Memory roof: {roofs.get('memory', {}).get('gb_per_s')} GB/s ({roofs.get('memory', {}).get('how')})."]
-    lines += [f"Kernel roof {key}: {k['gb_per_s']} GB/s ({k['how']})." for key, k in roofs.get("kernels", {}).items() if k]
+    memory = roofs.get("memory", {})
+    lines += ["", f"Memory roof: {memory.get('gb_per_s')} GB/s ({memory.get('how')})."]
+    lines += [f"Kernel roof {key}: {k['gb_per_s']} GB/s ({k['how']})."
+              for key, k in roofs.get("kernels", {}).items() if k]
     (RESULTS / "roofline-qwen2.5-0.5b-shape.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

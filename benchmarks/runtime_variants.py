@@ -37,16 +37,9 @@ MODEL_NAME = "rt-qwen-shape"
 make_model = make_qwen_shaped_model
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=ROOT / ".slmops" / "rt",
-                        help="scratch folder (default .slmops/rt)")
-    args = parser.parse_args(argv)
-    work = args.work.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    source = make_model(work / "qwen2.5-0.5b-shape")
-    spec = {"model": {"path": str(source), "name": MODEL_NAME}, "variants": VARIANTS,
-            "evaluation": {"enabled": False}, "promotion": {"enabled": False}}
+def sweep_in(work: Path, spec: dict) -> dict:
+    """`slmops sweep` of spec in a work folder of its own (work/home: its MLflow store, Prefect home and Foundry Local
+    cache; work/out: its output), never the caller's servers; returns its report.json."""
     (work / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     home = work / "home"
     env = {**os.environ, "SLMOPS_HOME": str(home), "PREFECT_HOME": str(home / "prefect"),
@@ -55,7 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         env.pop(var, None)
     subprocess.run([str(BIN / "slmops"), "sweep", str(work / "spec.yaml"), "--out", str(work / "out")], env=env,
                    check=True)
-    report = json.loads((work / "out" / "report.json").read_text())
+    return json.loads((work / "out" / "report.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=ROOT / ".slmops" / "rt",
+                        help="scratch folder (default .slmops/rt)")
+    args = parser.parse_args(argv)
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    source = make_model(work / "qwen2.5-0.5b-shape")
+    report = sweep_in(work, {"model": {"path": str(source), "name": MODEL_NAME}, "variants": VARIANTS,
+                             "evaluation": {"enabled": False}, "promotion": {"enabled": False}})
     for v in report["variants"]:
         print(f"{v['name']}: {v['status']} {v.get('foundry_model_id')} {v.get('onnx_dir')}")
     return 0 if all(v["status"] == "succeeded" for v in report["variants"]) else 1

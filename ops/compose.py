@@ -92,17 +92,21 @@ def ensure_tools(*names: str) -> None:
     apt_install(" ".join(missing), ", ".join(missing))
 
 
-def podman(*args: str, check: bool = True, capture: bool = True, timeout_s: float | None = None
-           ) -> subprocess.CompletedProcess:
+def run(cmd: list[str], what: str, check: bool = True, timeout_s: float | None = None
+        ) -> subprocess.CompletedProcess:
+    """A podman or podman-compose command with this machine's containers.conf; a failure or a timeout raised as a
+    StackError naming `what` with the command's last words."""
     try:
-        done = subprocess.run(["podman", *args], env=podman_env(), text=True, timeout=timeout_s,
-                              capture_output=capture)
+        done = subprocess.run(cmd, env=podman_env(), text=True, timeout=timeout_s, capture_output=True, cwd=str(REPO))
     except subprocess.TimeoutExpired:
-        raise StackError(f"podman {' '.join(args[:3])} did not finish within {timeout_s:.0f} s") from None
+        raise StackError(f"{what} did not finish within {timeout_s:.0f} s") from None
     if check and done.returncode != 0:
-        raise StackError(f"podman {' '.join(args[:3])} failed (exit {done.returncode}): "
-                         f"{(done.stderr or '').strip()[-1500:]}")
+        raise StackError(f"{what} failed (exit {done.returncode}):\n{(done.stdout + done.stderr).strip()[-2000:]}")
     return done
+
+
+def podman(*args: str, check: bool = True, timeout_s: float | None = None) -> subprocess.CompletedProcess:
+    return run(["podman", *args], f"podman {' '.join(args[:3])}", check, timeout_s)
 
 
 def image_label(image: str) -> str | None:
@@ -310,15 +314,7 @@ class ComposeStack:
         cmd = [found, "--project-name", self.project, "--env-file", str(self.env_file)]
         for path in COMPOSE_FILES:
             cmd += ["--file", str(path)]
-        try:
-            done = subprocess.run([*cmd, *args], env=podman_env(), text=True, capture_output=True,
-                                  timeout=timeout_s, cwd=str(REPO))
-        except subprocess.TimeoutExpired:
-            raise StackError(f"podman-compose {' '.join(args)} did not finish within {timeout_s:.0f} s") from None
-        if check and done.returncode != 0:
-            raise StackError(f"podman-compose {' '.join(args)} failed (exit {done.returncode}):\n"
-                             f"{(done.stdout + done.stderr)[-2000:]}")
-        return done
+        return run([*cmd, *args], f"podman-compose {' '.join(args)}", check, timeout_s)
 
     def containers(self, service: str | None = None, all_states: bool = True) -> list[dict]:
         """The project's containers (podman ps --format json), of one service when named."""

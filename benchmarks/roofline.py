@@ -1,5 +1,6 @@
 """Each variant's distance to the machine's limits, on the 494M-parameter Qwen2.5-0.5B-shaped model: one sweep
-(fp32, int8, int4 block 32, int4 block 128; profile quick, no fidelity, nothing promoted), and from its report the
+(fp32, int8, int4 block 32, int4 block 128, and int4 block 128 with the embedding sharing its 4-bit or 8-bit LM
+head; profile quick, no fidelity, nothing promoted), and from its report the
 bytes of weights a decode step reads, the decode speed, the bandwidth achieved and its shares of this machine's
 memory roof and of each variant's kernel roof (slmops.roofline, measured once per machine by the sweep).
 
@@ -23,6 +24,12 @@ from runtime_variants import sweep_in  # noqa: E402
 from sweep_vs_manual import DEMO_VARIANTS, make_qwen_shaped_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+# the demo's variants, and int4 whose embedding reads the LM head's quantized weight (4-bit head, 8-bit head)
+VARIANTS = [*DEMO_VARIANTS,
+            {"name": "int4-b128-shared", "precision": "int4", "block_size": 128, "symmetric": True,
+             "algorithm": "rtn", "shared_embeddings": True},
+            {"name": "int4-b128-shared8", "precision": "int4", "block_size": 128, "symmetric": True,
+             "algorithm": "rtn_last", "shared_embeddings": True}]
 COLUMNS = ("bytes_per_token", "decode_tokens_per_s", "decode_tokens_per_s_ci95_low", "decode_tokens_per_s_ci95_high",
            "achieved_gb_per_s", "bandwidth_share", "kernel_share")
 
@@ -35,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     source = make_qwen_shaped_model(work / "qwen2.5-0.5b-shape")
     started = time.monotonic()
-    report = sweep_in(work, {"model": {"path": str(source), "name": "roofline-qwen-shape"}, "variants": DEMO_VARIANTS,
+    report = sweep_in(work, {"model": {"path": str(source), "name": "roofline-qwen-shape"}, "variants": VARIANTS,
                              "evaluation": {"profile": "quick", "fidelity": False, "reuse": False},
                              "promotion": {"enabled": False}})
     result = {"model": "qwen2.5-0.5b-shape (494M parameters, random weights)",
@@ -45,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
                            for v in report["variants"]}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "roofline-qwen2.5-0.5b-shape.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = ["| variant | size MB | bytes per token (MB) | decode tok/s [95 % interval] | achieved GB/s | "
+    fp32_size = result["variants"]["fp32"]["size_bytes"]
+    lines = ["| variant | size MB (of fp32) | bytes per token (MB) | decode tok/s [95 % interval] | achieved GB/s | "
              "memory roof share | kernel roof share |", "|---|---|---|---|---|---|---|"]
     for name, v in result["variants"].items():
-        lines.append(f"| {name} | {v['size_bytes'] / 1e6:.1f} | {v['bytes_per_token'] / 1e6:.1f} | "
+        lines.append(f"| {name} | {v['size_bytes'] / 1e6:.1f} ({v['size_bytes'] / fp32_size:.3f}x) | "
+                     f"{v['bytes_per_token'] / 1e6:.1f} | "
                      f"{v['decode_tokens_per_s']:.2f} [{v['decode_tokens_per_s_ci95_low']:.2f}, "
                      f"{v['decode_tokens_per_s_ci95_high']:.2f}] | {v['achieved_gb_per_s']:.2f} | "
                      f"{v['bandwidth_share']:.3f} | {v['kernel_share']:.3f} |")

@@ -22,6 +22,9 @@ from slmops.variant import Method, Precision, Variant
 
 BlockSize = Literal[16, 32, 64, 128, 256]
 Int4Algorithm = Literal["default", "rtn", "rtn_last", "k_quant", "k_quant_mixed", "k_quant_last"]
+# the algorithms with which ModelBuilder 0.14.1 shares the LM head's quantized weight with the embedding (each
+# checked on the demo model's graph); with `default` and `k_quant` it silently builds them apart
+SHARING_ALGORITHMS = ("rtn", "rtn_last", "k_quant_mixed", "k_quant_last")
 
 # Which route builds which precision (docs/toolchain.md): ModelBuilder makes fp32 and int4 on CPU; int8 and
 # the ONNX-level int4 passes run on the fp32 export.
@@ -72,6 +75,11 @@ class VariantSpec(_Strict):
     quantize_embeddings: bool | None = Field(
         None, description="Quantize the embedding too (MatMul and Gather); method builder only"
     )
+    shared_embeddings: bool | None = Field(
+        None, description="The embedding reads the LM head's quantized weight (GatherBlockQuantized) instead of an "
+        "fp32 table of its own: int4, method builder, a model with tied embeddings, algorithm "
+        f"{', '.join(SHARING_ALGORITHMS)} (8 bits with the *_last ones); built by calling ModelBuilder directly, "
+        "since Olive's ModelBuilder pass ignores the option")
     nodes_to_exclude: tuple[str, ...] = Field((), description="Graph nodes to leave unquantized")
 
     @field_validator("name")
@@ -94,11 +102,25 @@ class VariantSpec(_Strict):
         if method in ("k_quant", "hqq") and self.symmetric is not None:
             not_applicable.append("symmetric")
         if method != "builder":
-            not_applicable += [f for f in ("algorithm", "quantize_embeddings") if getattr(self, f) is not None]
+            not_applicable += [f for f in ("algorithm", "quantize_embeddings", "shared_embeddings")
+                               if getattr(self, f) is not None]
+        elif self.precision == "fp32" and self.shared_embeddings is not None:
+            not_applicable.append("shared_embeddings")
         if not_applicable:
             raise ValueError(
                 f"{', '.join(not_applicable)} does not apply to {self.precision} with method {method!r}"
             )
+        if self.shared_embeddings:
+            algorithm = self.algorithm or "default"
+            if algorithm not in SHARING_ALGORITHMS:
+                raise ValueError(f"shared_embeddings needs algorithm {', '.join(SHARING_ALGORITHMS)}: with "
+                                 f"{algorithm!r} ModelBuilder 0.14.1 builds the embedding apart without saying so")
+            if self.quantize_embeddings:
+                raise ValueError("shared_embeddings and quantize_embeddings exclude each other: the shared embedding "
+                                 "is the quantized head's weight")
+            if any(n.startswith("/lm_head/") for n in self.nodes_to_exclude):
+                raise ValueError("shared_embeddings needs the LM head quantized: it is the weight the embedding "
+                                 "shares; remove /lm_head/MatMul from nodes_to_exclude")
         return self
 
     def resolved(self) -> Variant:
@@ -116,6 +138,8 @@ class VariantSpec(_Strict):
         if method == "builder":
             knobs["algorithm"] = self.algorithm or "default"
             knobs["quantize_embeddings"] = bool(self.quantize_embeddings)
+            if self.shared_embeddings:
+                knobs["shared_embeddings"] = True
         knobs["nodes_to_exclude"] = tuple(self.nodes_to_exclude)
         return Variant(**knobs)
 

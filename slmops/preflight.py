@@ -40,6 +40,7 @@ def preflight(spec: SweepSpec, ws: Workspace) -> Checked:
     config = validate_model_dir(base, spec.model.allow_pickle_weights)
     adapter_config = lora.check_adapter(adapter, base, config) if adapter else None
     check_context(spec, config, base)
+    check_sharing(spec, config, base)
     # an adapter's own eval set is its task: it is what the merged model is measured on
     has_own = adapter is not None and (adapter / "eval.jsonl").is_file()
     dataset = resolve_dataset(spec.evaluation.dataset, adapter if has_own else base)
@@ -59,6 +60,16 @@ def check_context(spec: SweepSpec, config: dict, model_dir: Path | None = None) 
         raise InputError(f"foundry.model_config_overrides.max_length is {wanted}, longer than the model's own context "
                          f"of {own} tokens (max_position_embeddings in {config_file}); "
                          f"allowed: 1 to {own}, or unset")
+
+
+def check_sharing(spec: SweepSpec, config: dict, model_dir: Path | None = None) -> None:
+    """shared_embeddings makes the embedding read the LM head's weight: right only where the model ties them."""
+    sharing = [v.name for v in spec.variants if v.shared_embeddings]
+    if sharing and config.get("tie_word_embeddings") is not True:
+        config_file = Path(model_dir or spec.model.path) / "config.json"
+        raise InputError(f"variant {', '.join(sharing)}: shared_embeddings needs a model whose embedding and LM head "
+                         f"are tied, and {config_file} does not say tie_word_embeddings: true; allowed: "
+                         "shared_embeddings on a tied model only")
 
 
 def check_out_dir(out: Path) -> None:

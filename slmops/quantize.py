@@ -47,6 +47,16 @@ def olive_config(variant: Variant, source_dir: Path, fp32_dir: Path | None, mode
         nodes_to_exclude=list(variant.nodes_to_exclude or ()))
 
 
+def direct_builder_config(variant: Variant) -> dict[str, Any]:
+    """The record of a variant ModelBuilder builds when called directly (``genai.build``), in the shape of an Olive
+    workflow's, so that manifests and MLflow params read alike."""
+    options = genai.builder_options(variant.block_size, variant.symmetric, variant.accuracy_level, variant.algorithm,
+                                    list(variant.nodes_to_exclude or ()), bool(variant.shared_embeddings))
+    return {"passes": {"builder": {"type": "ModelBuilder (onnxruntime_genai.models.builder, called directly: Olive's "
+                                           "pass drops shared_embeddings)",
+                                   "precision": variant.precision, "extra_options": options}}}
+
+
 def check_graph(variant: Variant, summary: dict[str, Any], size: int, fp32_size: int | None) -> None:
     """Raise VariantError unless the graph is what the variant claims (a silent no-op quantization is caught here)."""
     ops = summary["op_counts"]
@@ -58,6 +68,8 @@ def check_graph(variant: Variant, summary: dict[str, Any], size: int, fp32_size:
             problems.append(f"no MatMulNBits node: nothing was quantized to {variant.precision}")
         elif variant.bits not in summary["matmul_nbits_bits"]:
             problems.append(f"MatMulNBits has bits {summary['matmul_nbits_bits']}, expected {variant.bits}")
+        if variant.shared_embeddings and not summary.get("embedding_shares_lm_head"):
+            problems.append("shared_embeddings is set but the embedding does not read the LM head's weight")
         if variant.quantize_embeddings and not ops.get("GatherBlockQuantized"):
             problems.append("quantize_embeddings is set but the embedding has no GatherBlockQuantized node")
         if variant.builder_graph_from_export and ops.get("GatherBlockQuantized"):
@@ -93,6 +105,10 @@ def quantize(variant: Variant, key: str, source_dir: Path, fp32_dir: Path | None
             if variant.route == "export":
                 staging.copy_model(fp32_dir, model_dir)
                 config = staging.read_manifest(fp32_dir)["olive_config"]
+            elif variant.shared_embeddings:
+                config = direct_builder_config(variant)
+                genai.build(source_dir, model_dir, work / "builder-cache", variant.precision,
+                            config["passes"]["builder"]["extra_options"], log_dir / f"{variant.name}.builder.log")
             else:
                 config = olive_config(variant, source_dir, fp32_dir, model_dir, work / "olive-cache",
                                       trust_remote_code)

@@ -34,6 +34,7 @@ class Variant(BaseModel):
     accuracy_level: int | None = None
     algorithm: str | None = None
     quantize_embeddings: bool | None = None
+    shared_embeddings: bool | None = None
     nodes_to_exclude: tuple[str, ...] | None = None
 
     @property
@@ -55,7 +56,7 @@ class Variant(BaseModel):
         options (its `rtn`/`k_quant` algorithms, quantized or shared embeddings, excluded nodes) are the builder's
         own and stay on it."""
         return (self.method == "builder" and self.precision == "int4" and self.algorithm == "default"
-                and not self.quantize_embeddings and not self.nodes_to_exclude)
+                and not self.quantize_embeddings and not self.shared_embeddings and not self.nodes_to_exclude)
 
     @property
     def needs_fp32_export(self) -> bool:

@@ -59,10 +59,62 @@ def graph_summary(model_dir: Path) -> dict:
         {attr.i for node in model.graph.node if node.op_type == "MatMulNBits" for attr in node.attribute
          if attr.name == "bits"}
     )
-    head = [node.op_type for node in model.graph.node if node.name.startswith(LM_HEAD_NODE)]
+    head = [node for node in model.graph.node if node.name.startswith(LM_HEAD_NODE)]
     return {"op_counts": {op: ops[op] for op in QUANT_OPS if ops[op]}, "matmul_nbits_bits": bits,
             "matmul_count": ops["MatMul"], "outputs": [o.name for o in model.graph.output],
-            "lm_head": head[0] if head else None}
+            "lm_head": head[0].op_type if head else None,
+            "embedding_shares_lm_head": bool(head) and _embedding_reads(model.graph, head[0])}
+
+
+def _embedding_reads(graph, head) -> bool:
+    """Whether the embedding lookup reads the LM head's own quantized weight (through a Reshape), not a table of
+    its own: what ModelBuilder's shared_embeddings makes."""
+    initializers = {t.name for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    head_weights = {name for name in head.input[1:] if name in initializers}
+    for node in graph.node:
+        if node.name.startswith("/model/embed_tokens/") and node.op_type in ("Gather", "GatherBlockQuantized"):
+            source = producers.get(node.input[0])
+            read = set(source.input) if source is not None and source.op_type in ("Reshape", "Transpose") \
+                else {node.input[0]}
+            return bool(read & head_weights)
+    return False
+
+
+def builder_options(block_size: int, symmetric: bool, accuracy_level: int, algorithm: str,
+                    nodes_to_exclude: list[str], shared_embeddings: bool) -> dict[str, Any]:
+    """ModelBuilder 0.14.1's extra options of an int4 build (the same names Olive's pass passes on)."""
+    options: dict[str, Any] = {"int4_block_size": block_size, "int4_is_symmetric": symmetric,
+                               "int4_accuracy_level": accuracy_level, "int4_algo_config": algorithm,
+                               "shared_embeddings": shared_embeddings}
+    if nodes_to_exclude:
+        options["int4_nodes_to_exclude"] = list(nodes_to_exclude)
+    return options
+
+
+def build(source_dir: Path, output_dir: Path, cache_dir: Path, precision: str, options: dict[str, Any],
+          log: Path) -> Path:
+    """ModelBuilder called directly, through its own command in a fresh process: the route for what Olive's
+    ModelBuilder pass would silently drop (shared_embeddings). A process per build, because two builds in one
+    process are not independent (the second of two int4 builds with shared_embeddings left its embedding apart).
+    Writes a complete folder (model.onnx, its data, genai_config.json, tokenizer, chat template) and the command's
+    output to log; raises VariantError with the builder's last words when it fails."""
+    import subprocess
+    import sys
+
+    values = {k: str(v).lower() if isinstance(v, bool) else ",".join(v) if isinstance(v, list) else str(v)
+              for k, v in options.items()}
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-m", "model", "-i", str(source_dir),
+           "-o", str(output_dir), "-p", precision, "-e", "cpu", "-c", str(cache_dir), "--extra_options",
+           "hf_remote=false", *(f"{k}={v}" for k, v in values.items())]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0 or not (Path(output_dir) / "model.onnx").is_file():
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise VariantError(f"ModelBuilder ({precision}, {values}) failed (exit {done.returncode}): "
+                           f"{' / '.join(tail)}; see {log}")
+    return Path(output_dir)
 
 
 def load_and_generate(model_dir: Path, prompt: str = "Hello", max_new_tokens: int = 1) -> list[int]:

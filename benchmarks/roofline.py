@@ -1,6 +1,6 @@
 """Each variant's distance to the machine's limits, on the 494M-parameter Qwen2.5-0.5B-shaped model: one sweep
-(fp32, int8, int4 block 32, int4 block 128, and int4 block 128 with the embedding sharing its 4-bit or 8-bit LM
-head; profile quick, no fidelity, nothing promoted), and from its report the
+(fp32, int8, int8 with its LM head in fp32, int4 block 32, int4 block 128, and int4 block 128 with the embedding
+sharing its 4-bit or 8-bit LM head; profile quick, no fidelity, nothing promoted), and from its report the
 bytes of weights a decode step reads, the decode speed, the bandwidth achieved and its shares of this machine's
 memory roof and of each variant's kernel roof (slmops.roofline, measured once per machine by the sweep).
 
@@ -24,8 +24,10 @@ from runtime_variants import sweep_in  # noqa: E402
 from sweep_vs_manual import DEMO_VARIANTS, make_qwen_shaped_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-# the demo's variants, and int4 whose embedding reads the LM head's quantized weight (4-bit head, 8-bit head)
+# the demo's variants; int8 with its LM head left in fp32 (what int8 was before the head was quantized); and int4
+# whose embedding reads the LM head's quantized weight (4-bit head, 8-bit head)
 VARIANTS = [*DEMO_VARIANTS,
+            {"name": "int8-fp32-head", "precision": "int8", "nodes_to_exclude": ["/lm_head/MatMul"]},
             {"name": "int4-b128-shared", "precision": "int4", "block_size": 128, "symmetric": True,
              "algorithm": "rtn", "shared_embeddings": True},
             {"name": "int4-b128-shared8", "precision": "int4", "block_size": 128, "symmetric": True,

@@ -66,8 +66,7 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
         with phases("tracking"):
             results, decision = promote_sweep(spec, tracking_uri, sweep_id, ws.work_dir, results, champion)
         doc = report.sweep_report(sweep_id, spec, source_sha, versions, tracking_uri, parent, results,
-                                  round(time.perf_counter() - started, 3), decision,
-                                  roofline=read_json(ws.roofline / "roofs.json"))
+                                  round(time.perf_counter() - started, 3), decision, read_json(ws.roofline_file))
         with phases("report"):
             report_sweep(doc, ws.out_dir, tracking_uri)
         doc["timings"] = {**phases.as_dict(), "sweep": round(time.perf_counter() - started, 3)}

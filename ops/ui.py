@@ -105,10 +105,15 @@ _SCROLL_GRIDS = ("top => { for (const g of document.querySelectorAll('.ReactVirt
 def mlflow_compare_row(page, label: str, step_px: int = 200, max_px: int = 20000) -> list[str] | None:
     """The cells MLflow's compare-runs page shows for one metric or parameter, a run per cell (as the page shows
     them), found by scrolling its tables as a person would; None if no row has that label."""
+    seen = False
     for top in range(0, max_px, step_px):
         page.evaluate(_SCROLL_GRIDS, top)
-        page.wait_for_timeout(50)
-        cells = page.evaluate(_COMPARE_ROW, label)
-        if cells is not None:
-            return cells
-    return None
+        for _ in range(5):  # the label's row drawn, its values' grid not yet: wait a little, then scroll on
+            page.wait_for_timeout(50)
+            cells = page.evaluate(_COMPARE_ROW, label)
+            if cells:
+                return cells
+            if cells is None:
+                break
+            seen = True
+    return [] if seen else None

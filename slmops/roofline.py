@@ -22,13 +22,13 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from slmops.adapters import ort
 from slmops.files import read_json, write_json
 from slmops.locks import file_lock
 
@@ -121,26 +121,8 @@ def _format_of(node) -> WeightFormat:
 
 # ---- the roofs ---------------------------------------------------------------------------------------------------
 
-def _session(model, threads: int | None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def _best_bytes_per_s(session, feed: dict, weight_bytes: int) -> dict[str, Any]:
-    """Weight bytes over the fastest of ROOF_RUNS runs of ROOF_CALLS calls (after a warm-up)."""
-    for _ in range(3):
-        session.run(None, feed)
-    per_call = []
-    for _ in range(ROOF_RUNS):
-        started = time.perf_counter()
-        for _ in range(ROOF_CALLS):
-            session.run(None, feed)
-        per_call.append((time.perf_counter() - started) / ROOF_CALLS)
+def _best_bytes_per_s(per_call: list[float], weight_bytes: int) -> dict[str, Any]:
+    """Weight bytes over the fastest call time, with the median beside it."""
     best, median = min(per_call), sorted(per_call)[len(per_call) // 2]
     return {"gb_per_s": round(weight_bytes / best / 1e9, 3), "weight_bytes": weight_bytes,
             "best_call_ms": round(best * 1e3, 3), "median_call_ms": round(median * 1e3, 3)}
@@ -198,12 +180,11 @@ def measure_roof(fmt: WeightFormat | None, threads: int | None = None) -> dict[s
         how = (f"single-row MatMulNBits ({fmt.bits} bits, block {fmt.block_size}, accuracy level "
                f"{fmt.accuracy_level or 0}, {'with' if fmt.zero_points else 'no'} zero points), K={k} N={n} "
                f"({weight_bytes >> 20} MiB with scales)")
-    session = _session(model, threads)
     feed = {"x": np.random.default_rng(1).standard_normal((1, k), dtype=np.float32)}
-    measured = _best_bytes_per_s(session, feed, weight_bytes)
-    del session
+    measured = _best_bytes_per_s(ort.time_calls(model.SerializeToString(), feed, ROOF_RUNS, ROOF_CALLS,
+                                                threads=threads), weight_bytes)
     return {**measured, "how": f"{how}, best of {ROOF_RUNS} runs of {ROOF_CALLS} calls, onnxruntime "
-                               f"{_ort_version()} CPU, {threads or 'default'} threads"}
+                               f"{ort.version()} CPU, {threads or 'default'} threads"}
 
 
 def measure_fresh(fmt: WeightFormat | None) -> dict[str, Any] | None:
@@ -217,12 +198,6 @@ def measure_fresh(fmt: WeightFormat | None) -> dict[str, Any] | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _ort_version() -> str:
-    import onnxruntime
-
-    return onnxruntime.__version__
-
-
 def machine_id() -> dict[str, Any]:
     """What the roofs depend on: the CPU, how many cores this process may use, onnxruntime's version."""
     model = platform.processor() or platform.machine()
@@ -234,7 +209,7 @@ def machine_id() -> dict[str, Any]:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cores": cores, "onnxruntime": _ort_version()}
+    return {"cpu": model, "cores": cores, "onnxruntime": ort.version()}
 
 
 def machine_roofs(cache_dir: Path, formats: list[WeightFormat]) -> dict[str, Any]:

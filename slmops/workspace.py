@@ -60,6 +60,10 @@ class Workspace:
         return self.work_dir / "roofline"
 
     @property
+    def roofline_file(self) -> Path:
+        return self.roofline / "roofs.json"
+
+    @property
     def merged(self) -> Path:
         """Base models with a LoRA adapter merged in (slmops.lora), one folder per content of both."""
         return self.work_dir / "merged"

@@ -59,3 +59,33 @@ class LogitModel:
                 feed[name] = np.zeros((1, self.kv_heads, 0, self.head_size), dtype=_DTYPES.get(arg.type, np.float32))
         (logits,) = self.session.run(["logits"], feed)
         return logits[0].astype(np.float64)
+
+
+def version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def time_calls(model_bytes: bytes, feed: dict[str, np.ndarray], runs: int, calls: int, warmup: int = 3,
+               threads: int | None = None) -> list[float]:
+    """Seconds per call of an in-memory ONNX model on the CPU, one figure per run of `calls` calls (after a warm-up),
+    with every graph optimisation on and onnxruntime's default threads (or `threads`): the roofline's measurements."""
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    for _ in range(warmup):
+        session.run(None, feed)
+    per_call = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        for _ in range(calls):
+            session.run(None, feed)
+        per_call.append((time.perf_counter() - started) / calls)
+    return per_call

@@ -47,7 +47,7 @@ runtime = "runc"
 # is the init of the services with `init: true`
 TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap",
          "/usr/libexec/podman/catatonit": "catatonit"}
-# a build mounts these (read-only) at the same path: the CA bundle the package index needs here
+# where a build finds the CA bundle this machine's pip trusts (mounted read-only, for the build only)
 CA_MOUNT = "/run/slmops-build-ca.crt"
 
 

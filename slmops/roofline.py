@@ -260,11 +260,6 @@ def roofline_metrics(weights: WeightBytes, decode_tokens_per_s: float | None, ro
     return metrics
 
 
-def describe(weights: WeightBytes) -> dict[str, Any]:
-    """report.json's record of one variant's weight bytes."""
-    return {**asdict(weights), "format": {**asdict(weights.format), "key": weights.format.key}}
-
-
 if __name__ == "__main__":  # measure_fresh's child: one roof, printed as JSON
     given = json.loads(sys.argv[1])
     print(json.dumps(measure_roof(WeightFormat(**given) if given else None)))

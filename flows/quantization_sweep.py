@@ -15,8 +15,9 @@ from prefect import flow, get_run_logger
 
 from flows.scaleout import run_variants
 from flows.variant import VariantJob
-from slmops import report, staging
+from slmops import calibration, report, staging
 from slmops.adapters.tracking import default_tracking_uri
+from slmops.calibration import Calibration
 from slmops.config import SweepSpec, with_model_path
 from slmops.errors import TrackingLostError, TransientError, VariantError
 from slmops.files import read_json, write_json
@@ -50,13 +51,13 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
         with phases("tracking"):
             parent = track_sweep(tracking_uri, str(ws.mlartifacts), spec, sweep_id, str(spec.model.path.resolve()),
                                  source_sha, versions)
-        variants = [v.resolved() for v in spec.variants]
+        variants, calib, dataset = _calibrated(spec, checked, ws)
         with phases("convert"):
             export = _export(spec, ws, checked, variants, source_sha, versions, logger)
         job = VariantJob(spec=spec, work_dir=ws.work_dir, out_dir=ws.out_dir, sweep_id=sweep_id,
                          source_sha=source_sha, tool_versions=versions, tracking_uri=tracking_uri,
                          parent_run_id=parent, export=export, foundry_cache=_foundry_cache(spec, ws),
-                         smoke_prompt=checked.smoke_prompt, dataset=checked.dataset, total=len(variants))
+                         smoke_prompt=checked.smoke_prompt, dataset=dataset, calibration=calib, total=len(variants))
         with phases("evaluate"):
             job = _with_baseline(job, logger)
         results, champion = run_variants(job, variants, _champion_to_measure(job, variants))
@@ -66,7 +67,7 @@ def quantization_sweep(spec: SweepSpec, out_dir: str, work_dir: str | None = Non
         with phases("tracking"):
             results, decision = promote_sweep(spec, tracking_uri, sweep_id, ws.work_dir, results, champion)
         doc = report.sweep_report(sweep_id, spec, source_sha, versions, tracking_uri, parent, results,
-                                  round(time.perf_counter() - started, 3), decision, read_json(ws.roofline_file))
+                                  round(time.perf_counter() - started, 3), decision, read_json(ws.roofline_file), calib)
         with phases("report"):
             report_sweep(doc, ws.out_dir, tracking_uri)
         doc["timings"] = {**phases.as_dict(), "sweep": round(time.perf_counter() - started, 3)}
@@ -100,6 +101,19 @@ def _merged(spec: SweepSpec, checked: Checked, ws: Workspace, versions: dict[str
     logger.info("merging the LoRA adapter %s into %s", checked.adapter, checked.base)
     merged = merge_adapter(checked.base, checked.adapter, ws.merged, ws.hash_memo, versions, checked.adapter_config)
     return with_model_path(spec, merged, "the merged adapter")
+
+
+def _calibrated(spec: SweepSpec, checked: Checked, ws: Workspace) -> tuple[list[Variant], Calibration | None,
+                                                                          Path | None]:
+    """The resolved variants, and with a calibrated (gptq) one among them its calibration rows and the eval set every
+    variant is measured on (the rows calibration did not see: slmops.calibration)."""
+    variants = [v.resolved() for v in spec.variants]
+    if not any(v.method == "gptq" for v in variants):
+        return variants, None, checked.dataset
+    calib = calibration.prepare(spec.calibration, checked.dataset, ws.calibration)
+    get_run_logger().info(calib.describe())
+    variants = [v.model_copy(update={"calibration": calib.sha256}) if v.method == "gptq" else v for v in variants]
+    return variants, calib, calib.measured_file or checked.dataset
 
 
 def _prepare_folders(ws: Workspace, logger) -> None:

@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from pydantic import BaseModel
 
+from slmops.calibration import Calibration
 from slmops.config import SweepSpec
 from slmops.convert import Export
 from slmops.errors import TransientError, VariantError
@@ -53,6 +54,7 @@ class VariantJob(BaseModel):
     foundry_cache: Path
     smoke_prompt: str
     dataset: Path | None = None
+    calibration: Calibration | None = None
     total: int
 
     @property
@@ -82,7 +84,8 @@ def variant_pipeline(job: VariantJob, variant: Variant, index: int) -> VariantRe
     result = VariantResult.planned(variant, ws.variants / variant.name)
     with phases("convert"):
         result = _step(result, quantize, variant, ws.variants / variant.name, spec.model.path, job.source_sha,
-                       job.export, job.tool_versions, ws.logs, spec.model.trust_remote_code)
+                       job.export, job.tool_versions, ws.logs, spec.model.trust_remote_code,
+                       job.calibration.rows_file if job.calibration and variant.method == "gptq" else None)
     if result.ok and spec.foundry.enabled:
         with phases("foundry"):
             result = _step(result, register, result, spec.model.name, spec.foundry, job.foundry_cache)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from slmops.calibration import CalibrationSpec
 from slmops.errors import SpecError
 from slmops.evaluate.settings import EvaluationSpec
 from slmops.metrics import FIDELITY_METRICS
@@ -31,7 +32,7 @@ SHARING_ALGORITHMS = ("rtn", "rtn_last", "k_quant_mixed", "k_quant_last")
 ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     "fp32": ("builder",),
     "int8": ("rtn", "dynamic"),
-    "int4": ("builder", "rtn", "k_quant", "hqq"),
+    "int4": ("builder", "rtn", "k_quant", "hqq", "gptq"),
 }
 DEFAULT_METHOD = {"fp32": "builder", "int8": "rtn", "int4": "builder"}
 
@@ -63,8 +64,9 @@ class VariantSpec(_Strict):
     method: Method | None = Field(
         None,
         description="Route: 'builder' (Olive ModelBuilder), or an ONNX-level pass on the fp32 export: 'rtn' "
-        "(block-wise RTN, MatMulNBits), 'k_quant', 'hqq', 'dynamic' (int8 QOperator). Default: builder for fp32 and "
-        "int4, rtn for int8",
+        "(block-wise RTN, MatMulNBits), 'k_quant', 'hqq', 'dynamic' (int8 QOperator); or 'gptq' (int4: Olive's GPTQ "
+        "pass on the source, calibrated on the spec's calibration rows, then ModelBuilder). Default: builder for fp32 "
+        "and int4, rtn for int8",
     )
     block_size: BlockSize | None = Field(None, description="Quantization block size (int4; int8 with method rtn)")
     symmetric: bool | None = Field(None, description="Symmetric quantization (no zero point)")
@@ -101,6 +103,8 @@ class VariantSpec(_Strict):
             not_applicable = ["block_size"]
         if method in ("k_quant", "hqq") and self.symmetric is not None:
             not_applicable.append("symmetric")
+        if method == "gptq" and self.nodes_to_exclude:
+            not_applicable.append("nodes_to_exclude")
         if method != "builder":
             not_applicable += [f for f in ("algorithm", "quantize_embeddings", "shared_embeddings")
                                if getattr(self, f) is not None]
@@ -131,9 +135,9 @@ class VariantSpec(_Strict):
             return Variant(**knobs)
         if self.precision == "int4" or method == "rtn":
             knobs["block_size"] = self.block_size or (32 if self.precision == "int4" else 128)
-        if method in ("builder", "rtn", "dynamic"):
+        if method in ("builder", "rtn", "dynamic", "gptq"):
             knobs["symmetric"] = True if self.symmetric is None else self.symmetric
-        if method in ("builder", "rtn"):
+        if method in ("builder", "rtn", "gptq"):
             knobs["accuracy_level"] = self.accuracy_level or 4
         if method == "builder":
             knobs["algorithm"] = self.algorithm or "default"
@@ -180,6 +184,8 @@ class SweepSpec(_Strict):
     variants: tuple[VariantSpec, ...] = Field(min_length=1, description="The variants to build, in order")
     foundry: FoundrySpec = Field(default_factory=FoundrySpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec, description="Rows the gptq variants "
+                                         "calibrate on (slmops.calibration)")
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
 

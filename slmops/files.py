@@ -1,6 +1,6 @@
 """Files that readers must never see half-written, and the small reads every step makes.
 
-    write_json(path, document)   # through a temporary file and os.replace
+    write_json(path, document)   # through a temporary file and os.replace (write_text_atomic)
     read_json(path)              # the document, or None when the file is missing or not JSON
 """
 
@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json(path: Path, document: Any) -> Path:
-    """Write JSON to path atomically: a temporary file in the same folder, flushed to disk, then renamed."""
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write text to path atomically: a temporary file in the same folder, flushed to disk, then renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2, ensure_ascii=False, default=str)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -29,6 +28,11 @@ def write_json(path: Path, document: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path: Path, document: Any) -> Path:
+    """Write JSON to path atomically (``write_text_atomic``)."""
+    return write_text_atomic(path, json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def read_json(path: Path) -> Any | None:

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmops import lora
+from slmops import calibration, lora
 from slmops.config import SweepSpec
 from slmops.errors import InputError
 from slmops.evalset import load_eval_set, resolve_dataset
@@ -41,10 +41,12 @@ def preflight(spec: SweepSpec, ws: Workspace) -> Checked:
     adapter_config = lora.check_adapter(adapter, base, config) if adapter else None
     check_context(spec, config, base)
     check_sharing(spec, config, base)
+    check_gptq_blocks(spec, config, base)
     # an adapter's own eval set is its task: it is what the merged model is measured on
     has_own = adapter is not None and (adapter / "eval.jsonl").is_file()
     dataset = resolve_dataset(spec.evaluation.dataset, adapter if has_own else base)
     items = load_eval_set(dataset) if dataset else None
+    calibration.check(spec.calibration, dataset, [v.name for v in spec.variants if v.method == "gptq"])
     check_out_dir(ws.out_dir)
     check_disk(spec, ws, base)
     return Checked(dataset, spec.evaluation.smoke_prompt or (items[0]["prompt"] if items else "Hello"),
@@ -70,6 +72,27 @@ def check_sharing(spec: SweepSpec, config: dict, model_dir: Path | None = None) 
         raise InputError(f"variant {', '.join(sharing)}: shared_embeddings needs a model whose embedding and LM head "
                          f"are tied, and {config_file} does not say tie_word_embeddings: true; allowed: "
                          "shared_embeddings on a tied model only")
+
+
+def check_gptq_blocks(spec: SweepSpec, config: dict, model_dir: Path | None = None) -> None:
+    """Olive's GPTQ pass quantizes a linear layer in whole blocks of its input features: the block size must divide
+    the width of every layer's input (the hidden size, the attention output, the MLP's intermediate size)."""
+    heads, hidden = config.get("num_attention_heads"), config.get("hidden_size")
+    head_dim = config.get("head_dim") or (hidden // heads if isinstance(hidden, int) and heads else None)
+    widths = {"hidden_size": hidden, "intermediate_size": config.get("intermediate_size"),
+              "num_attention_heads x head_dim": heads * head_dim if heads and head_dim else None}
+    for variant in spec.variants:
+        block = variant.resolved().block_size
+        if variant.method != "gptq" or block is None:
+            continue
+        uneven = [f"{name} {width}" for name, width in widths.items() if isinstance(width, int) and width % block]
+        if uneven:
+            allowed = [b for b in (16, 32, 64, 128, 256)
+                       if all(w % b == 0 for w in widths.values() if isinstance(w, int))]
+            raise InputError(f"variant {variant.name}: method gptq quantizes in whole blocks of a layer's inputs, and "
+                             f"block_size {block} does not divide {', '.join(uneven)} "
+                             f"({Path(model_dir or spec.model.path) / 'config.json'}); allowed block sizes for this "
+                             f"model: {', '.join(map(str, allowed)) or 'none'}")
 
 
 def check_out_dir(out: Path) -> None:

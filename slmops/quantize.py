@@ -4,10 +4,10 @@
 
 Three routes (``Variant.route``): the fp32 variant is a copy of the shared export; the ONNX-level variants (int8,
 rtn/k_quant/hqq int4, dynamic, and the ModelBuilder int4 variants whose graph block-wise RTN reproduces) are passes
-on the export, completed with its genai config, tokenizer and chat template; the other ModelBuilder int4 variants
-are built from the source folder. Olive reports success with no output when a pass fails, and can label an
-unquantized graph int4 (docs/toolchain.md), so before a variant counts its graph is checked and onnxruntime-genai
-loads it and generates. The manifest says which route and passes made the folder (``built_by``) and where the
+on the export, completed with its genai config, tokenizer and chat template; the other ModelBuilder int4 variants,
+and GPTQ's (calibrated on the sweep's calibration rows), are built from the source folder. Olive reports success
+with no output when a pass fails, and can label an unquantized graph int4 (docs/toolchain.md), so before a variant
+counts its graph is checked and onnxruntime-genai loads it and generates. The manifest says which route and passes made the folder (``built_by``) and where the
 time went (``steps``).
 """
 
@@ -27,8 +27,14 @@ from slmops.variant import Variant
 
 
 def olive_config(variant: Variant, source_dir: Path, fp32_dir: Path | None, model_dir: Path, cache_dir: Path,
-                 trust_remote_code: bool = False) -> dict[str, Any]:
+                 trust_remote_code: bool = False, calibration_rows: Path | None = None) -> dict[str, Any]:
     """The Olive workflow that builds ``variant`` into model_dir."""
+    if variant.method == "gptq":
+        if calibration_rows is None:
+            raise ValueError(f"variant {variant.name} is calibrated (gptq), and no calibration rows were given")
+        return olive.gptq_config(source_dir, model_dir, cache_dir, block_size=variant.block_size,
+                                 symmetric=variant.symmetric, accuracy_level=variant.accuracy_level,
+                                 calibration_rows=calibration_rows, trust_remote_code=trust_remote_code)
     if variant.route == "builder":
         return olive.builder_int4_config(
             source_dir, model_dir, cache_dir, block_size=variant.block_size, symmetric=variant.symmetric,
@@ -76,7 +82,7 @@ def check_graph(variant: Variant, summary: dict[str, Any], size: int, fp32_size:
             # the builder's result leaves this embedding in fp32: a quantized one is not the graph asked for
             problems.append("the embedding is quantized (GatherBlockQuantized) but quantize_embeddings is not set")
         head = summary.get("lm_head")
-        if (variant.method in ("builder", "rtn") and head and head != "MatMulNBits"
+        if (variant.method in ("builder", "rtn", "gptq") and head and head != "MatMulNBits"
                 and genai.LM_HEAD_NODE not in (variant.nodes_to_exclude or ())):
             problems.append(f"the LM head is a {head}, not MatMulNBits: it was left unquantized")
     if variant.method == "dynamic" and not ops.get("MatMulInteger"):
@@ -88,7 +94,8 @@ def check_graph(variant: Variant, summary: dict[str, Any], size: int, fp32_size:
 
 
 def quantize(variant: Variant, key: str, source_dir: Path, fp32_dir: Path | None, dest: Path, log_dir: Path,
-             trust_remote_code: bool = False, extra_manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+             trust_remote_code: bool = False, extra_manifest: dict[str, Any] | None = None,
+             calibration_rows: Path | None = None) -> dict[str, Any]:
     """Build, check and publish one variant folder; reuse it when its manifest already holds this content.
 
     Returns the manifest, with ``reused`` True when nothing was built. Raises VariantError when Olive produces
@@ -111,7 +118,7 @@ def quantize(variant: Variant, key: str, source_dir: Path, fp32_dir: Path | None
                             config["passes"]["builder"]["extra_options"], log_dir / f"{variant.name}.builder.log")
             else:
                 config = olive_config(variant, source_dir, fp32_dir, model_dir, work / "olive-cache",
-                                      trust_remote_code)
+                                      trust_remote_code, calibration_rows)
                 olive.run_workflow(config, f"variant {variant.name}", log_dir / f"{variant.name}.olive.log")
                 if variant.route == "onnx":
                     olive.complete_from(fp32_dir, model_dir, skip=(staging.MANIFEST,))
@@ -138,6 +145,8 @@ def built_by(variant: Variant, config: dict[str, Any]) -> dict[str, Any]:
     pass on the export that gives the builder's graph: ``Variant.builder_graph_from_export``)."""
     made_from = {"export": "the fp32 export (a copy)", "builder": "the source model",
                  "onnx": "the fp32 export"}[variant.route]
+    if variant.method == "gptq":
+        made_from += f" and calibration rows sha256 {variant.calibration}"
     entry: dict[str, Any] = {"route": variant.route, "from": made_from,
                              "passes": [p["type"] for p in config["passes"].values()]}
     if variant.method == "builder" and variant.route == "onnx":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from slmops.calibration import Calibration
 from slmops.config import SweepSpec
 from slmops.lora import merge_record
 from slmops.metrics import HEADLINE, PREFECT_TABLE, TIMED, fmt, fmt_measured
@@ -25,9 +26,10 @@ def human_size(n: int | None) -> str:
 
 def sweep_report(sweep_id: str, spec: SweepSpec, source_sha: str, versions: dict[str, str], tracking_uri: str,
                  parent_run_id: str | None, results: list[VariantResult], seconds: float,
-                 decision: dict[str, Any] | None = None, roofline: dict[str, Any] | None = None) -> dict[str, Any]:
+                 decision: dict[str, Any] | None = None, roofline: dict[str, Any] | None = None,
+                 calibration: Calibration | None = None) -> dict[str, Any]:
     """report.json: what a sweep produced, with what produced it; roofline: this machine's roofs (slmops.roofline),
-    with how they were measured."""
+    with how they were measured; calibration: the rows the gptq variants calibrated on, and the eval set measured."""
     doc: dict[str, Any] = {
         "sweep_id": sweep_id,
         "source_model": {"path": str(spec.model.path), "sha256": source_sha, "name": spec.model.name,
@@ -43,6 +45,8 @@ def sweep_report(sweep_id: str, spec: SweepSpec, source_sha: str, versions: dict
         doc["decision"] = decision
     if roofline:
         doc["roofline"] = roofline
+    if calibration:
+        doc["calibration"] = {**calibration.model_dump(mode="json"), "note": calibration.describe()}
     return doc
 
 
@@ -106,6 +110,7 @@ def report_markdown(doc: dict, plots: dict[str, str]) -> str:
         # the decision's own record: what happened, why, the objective's terms with their margins, the numbers
         body = decision_markdown(decision).split("\n", 1)[1].strip()
         lines += ["", "## Decision", "", f"**{'Promoted' if decision['promoted'] else 'Not promoted'}.**", "", body]
+    lines += _calibration_section(doc)
     lines += _roofline_section(doc)
     for title, path in plots.items():
         lines += ["", f"## {title}", "", f"![{title}]({path})"]
@@ -113,6 +118,20 @@ def report_markdown(doc: dict, plots: dict[str, str]) -> str:
     if failed:
         lines += ["", "## Failed variants", ""] + [f"- {v['name']}: {v['error']}" for v in failed]
     return "\n".join(lines) + "\n"
+
+
+def _calibration_section(doc: dict) -> list[str]:
+    """report.md's calibration: which rows the gptq variants saw, what was measured, and each int4 build's time."""
+    calibration = doc.get("calibration")
+    if not calibration:
+        return []
+    lines = ["", "## Calibration", "", calibration["note"] + ".", "",
+             "| variant | method | block size | build time |", "|---|---|---|---|"]
+    for v in doc["variants"]:
+        if v["config"].get("precision") == "int4":
+            lines.append(f"| {v['name']} | {v['config'].get('method')} | {v['config'].get('block_size')} | "
+                         f"{fmt('build_seconds', v['metrics'].get('build_seconds'))} |")
+    return lines
 
 
 def _roofline_section(doc: dict) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Precision = Literal["fp32", "int8", "int4"]
-Method = Literal["builder", "rtn", "k_quant", "hqq", "dynamic"]
+Method = Literal["builder", "rtn", "k_quant", "hqq", "dynamic", "gptq"]
 Route = Literal["export", "builder", "onnx"]
 Status = Literal["succeeded", "cached", "failed"]
 
@@ -36,15 +36,17 @@ class Variant(BaseModel):
     quantize_embeddings: bool | None = None
     shared_embeddings: bool | None = None
     nodes_to_exclude: tuple[str, ...] | None = None
+    calibration: str | None = None  # sha256 of the calibration rows of a gptq variant (slmops.calibration)
 
     @property
     def route(self) -> Route:
-        """export: a copy of the shared fp32 export; builder: Olive's ModelBuilder from the source folder; onnx: an
+        """export: a copy of the shared fp32 export; builder: Olive's ModelBuilder from the source folder (after Olive's
+        GPTQ pass for method gptq); onnx: an
         ONNX-level pass on the fp32 export, also for the builder int4 variants it gives the same graph as
         (``builder_graph_from_export``)."""
         if self.precision == "fp32":
             return "export"
-        if self.method == "builder" and not self.builder_graph_from_export:
+        if self.method == "gptq" or (self.method == "builder" and not self.builder_graph_from_export):
             return "builder"
         return "onnx"
 

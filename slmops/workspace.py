@@ -60,6 +60,11 @@ class Workspace:
         return self.work_dir / "roofline"
 
     @property
+    def calibration(self) -> Path:
+        """Calibration rows of the calibrated variants, and the eval set measured beside them (slmops.calibration)."""
+        return self.work_dir / "calibration"
+
+    @property
     def roofline_file(self) -> Path:
         return self.roofline / "roofs.json"
 

@@ -18,7 +18,8 @@ from slmops.variant import Variant, VariantResult
 
 @task(name="quantize", task_run_name="quantize-{variant.name}", cache_policy=NONE)
 def quantize(variant: Variant, dest: Path, source_dir: Path, source_sha: str, export: Export | None,
-             versions: dict[str, str], log_dir: Path, trust_remote_code: bool = False) -> VariantResult:
+             versions: dict[str, str], log_dir: Path, trust_remote_code: bool = False,
+             calibration_rows: Path | None = None) -> VariantResult:
     """Build, check and publish the variant's folder, or reuse it while it holds this content."""
     key = variant_key(source_sha, variant, versions)
     fp32_dir = export.dir if export else None
@@ -26,7 +27,7 @@ def quantize(variant: Variant, dest: Path, source_dir: Path, source_sha: str, ex
         why = export.error if export else "it was not made"
         raise VariantError(f"variant {variant.name}: needs the fp32 export, which failed: {why}")
     manifest = quantizing.quantize(variant, key, source_dir, fp32_dir, dest, log_dir, trust_remote_code,
-                                   {"source_sha256": source_sha})
+                                   {"source_sha256": source_sha}, calibration_rows)
     return VariantResult.planned(variant, dest).with_metrics(
         {"build_seconds": manifest["seconds"]}, status="cached" if manifest["reused"] else "succeeded",
         size_bytes=manifest["size_bytes"], content_key=key, olive_config=manifest["olive_config"])

@@ -86,6 +86,34 @@ def builder_int4_config(
     return _workflow(model, passes, output_dir, cache_dir)
 
 
+def gptq_config(
+    source_dir: Path, output_dir: Path, cache_dir: Path, *, block_size: int, symmetric: bool, accuracy_level: int,
+    calibration_rows: Path, trust_remote_code: bool = False,
+) -> dict:
+    """Olive workflow of a GPTQ int4 model: Olive's `Gptq` pass on the source (PyTorch, on CPU), calibrated on the
+    rows in ``calibration_rows`` (olive_calibration.py renders and tokenizes them), then ModelBuilder int4, which
+    packs the GPTQ weights as MatMulNBits and quantizes the LM head itself (RTN, the same block size)."""
+    from slmops.adapters import olive_calibration
+
+    data_config = {
+        "name": "slmops_calibration",
+        "user_script": olive_calibration.__file__,
+        "load_dataset_config": {"type": olive_calibration.DATASET,
+                                "params": {"rows_file": str(calibration_rows), "model_path": str(source_dir)}},
+        "pre_process_data_config": {"type": "skip_pre_process"},
+        "dataloader_config": {"batch_size": 1},
+    }
+    extra = {"int4_block_size": block_size, "int4_is_symmetric": symmetric, "int4_accuracy_level": accuracy_level}
+    model: dict[str, Any] = {"type": "HfModel", "model_path": str(source_dir), "task": "text-generation"}
+    if trust_remote_code:
+        model["load_kwargs"] = {"trust_remote_code": True}
+    passes = {
+        "gptq": {"type": "Gptq", "bits": 4, "group_size": block_size, "sym": symmetric, "data_config": data_config},
+        "builder": {"type": "ModelBuilder", "precision": "int4", "extra_options": extra},
+    }
+    return _workflow(model, passes, output_dir, cache_dir)
+
+
 def onnx_quantize_config(
     fp32_dir: Path, output_dir: Path, cache_dir: Path, *, method: str, bits: int, block_size: int | None,
     symmetric: bool | None, accuracy_level: int | None, nodes_to_exclude: list[str],
@@ -244,7 +272,10 @@ def run_workflow(config: dict, what: str, log_file: Path) -> Path:
             # config is kept in the cached result and MLflow as plain JSON (decoding it would import Olive: 4.5 s)
             olive_run(copy.deepcopy(config))
     except Exception as err:  # Olive re-raises configuration errors: still one variant's failure
-        raise VariantError(f"{what}: Olive raised {type(err).__name__}: {err} (log: {log_file})") from err
+        # one line (a pydantic error spans several): what the table, MLflow and the Prefect UI show
+        said = "; ".join(line.strip() for line in str(err).splitlines()
+                         if line.strip() and not line.strip().startswith("For further information"))
+        raise VariantError(f"{what}: Olive raised {type(err).__name__}: {said} (log: {log_file})") from err
     finally:
         olive_logger.removeHandler(capture)
         olive_logger.removeHandler(file_handler)

@@ -61,8 +61,26 @@ def _profiled_copy(model_dir: Path, work: Path) -> Path:
     return copy
 
 
+def _weight_bytes(model_dir: Path) -> dict[str, int]:
+    """Bytes of weights (with scales and zero points) each weight node reads, by node name; an embedding Gather reads
+    one row, left out here."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(model_dir / "model.onnx"), load_external_data=False).graph
+    sizes = {}
+    for t in graph.initializer:
+        count = 1
+        for d in t.dims:
+            count *= d
+        sizes[t.name] = count * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return {n.name: sum(sizes.get(i, 0) for i in n.input[1:]) for n in graph.node
+            if n.op_type in ("MatMulNBits", "MatMul", "MatMulInteger") and any(i in sizes for i in n.input[1:])}
+
+
 def _split(trace: list[dict]) -> list[dict]:
-    """Per model run of the trace: its duration and its nodes' durations by operator (microseconds)."""
+    """Per model run of the trace: its duration, its nodes' durations by operator, and by node for the weight
+    operators (microseconds)."""
     runs = sorted((e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])
     nodes = sorted((e for e in trace if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")),
@@ -70,13 +88,17 @@ def _split(trace: list[dict]) -> list[dict]:
     out, i = [], 0
     for run in runs:
         by_op: dict[str, float] = defaultdict(float)
+        by_node: dict[str, float] = defaultdict(float)
         end = run["ts"] + run["dur"]
         while i < len(nodes) and nodes[i]["ts"] < run["ts"]:
             i += 1
         while i < len(nodes) and nodes[i]["ts"] < end:
-            by_op[nodes[i]["args"].get("op_name", "?")] += nodes[i]["dur"]
+            op = nodes[i]["args"].get("op_name", "?")
+            by_op[op] += nodes[i]["dur"]
+            if op in WEIGHT_OPS:
+                by_node[nodes[i]["name"].removesuffix("_kernel_time")] += nodes[i]["dur"]
             i += 1
-        out.append({"run_us": run["dur"], "by_op": dict(by_op)})
+        out.append({"run_us": run["dur"], "by_op": dict(by_op), "by_node": dict(by_node)})
     return out
 
 
@@ -94,10 +116,19 @@ def profile(model_dir: Path, prompt_tokens: int, steps: int) -> dict:
     nodes_ms = statistics.median(sum(r["by_op"].values()) for r in decode) / 1e3
     step_ms = statistics.median(plain) * 1e3
     weights_ms = sum(ms for op, ms in per_op.items() if op in WEIGHT_OPS)
+    # the weight kernels in the graph, as bandwidth: the LM head (one large matrix) apart from the layers' matrices
+    sizes = _weight_bytes(model_dir)
+    node_ms = {n: statistics.median(r["by_node"].get(n, 0.0) for r in decode) / 1e3 for n in sizes}
+    parts = {}
+    for part, names in (("lm_head", [n for n in sizes if n.startswith("/lm_head/")]),
+                        ("layers", [n for n in sizes if not n.startswith("/lm_head/")])):
+        ms, read = sum(node_ms[n] for n in names), sum(sizes[n] for n in names)
+        parts[part] = {"nodes": len(names), "ms": round(ms, 3), "mb": round(read / 1e6, 1),
+                       "gb_per_s": round(read / ms / 1e6, 2) if ms else None}
     return {"variant_dir": str(model_dir), "prompt_tokens": prompt_tokens, "decode_steps": len(decode),
             "step_ms_unprofiled": round(step_ms, 3), "tokens_per_s_unprofiled": round(1e3 / step_ms, 2),
             "model_run_ms": round(run_ms, 3), "nodes_ms": round(nodes_ms, 3), "weight_kernels_ms": round(weights_ms, 3),
-            "between_nodes_ms": round(run_ms - nodes_ms, 3),
+            "between_nodes_ms": round(run_ms - nodes_ms, 3), "weight_kernels": parts,
             "by_op_ms": {op: round(ms, 3) for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])}}
 
 
@@ -112,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"decode-profile-{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = ["| variant | step ms (no profiler) | model run ms | in nodes | weight kernels | other ops | between nodes | "
-             "top other ops (ms) |", "|---|---|---|---|---|---|---|---|"]
+             "top other ops (ms) | LM head ms (GB/s) | layers' matrices ms (GB/s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         others = {op: ms for op, ms in r["by_op_ms"].items() if op not in WEIGHT_OPS}
         top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(others.items())[:4])
         lines.append(f"| {name} | {r['step_ms_unprofiled']:.2f} | {r['model_run_ms']:.2f} | {r['nodes_ms']:.2f} | "
                      f"{r['weight_kernels_ms']:.2f} | {sum(others.values()):.2f} | {r['between_nodes_ms']:.2f} | "
-                     f"{top} |")
+                     f"{top} | {r['weight_kernels']['lm_head']['ms']:.2f} ({r['weight_kernels']['lm_head']['gb_per_s']}) | "
+                     f"{r['weight_kernels']['layers']['ms']:.2f} ({r['weight_kernels']['layers']['gb_per_s']}) |")
     (RESULTS / f"decode-profile-{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -4,12 +4,15 @@ time, at several prompt lengths, each figure with its median, p95, spread and th
     .venv/bin/python -m pytest tests/evaluate/test_speed.py tests/evaluate/test_speed_summary.py -q
 
 Each timed request is counted once. Decode speed comes from the stream's own token times (the inverse slope of a
-line through the pieces' arrival times, in the runtime's tokens), wherever tokens come slower than the stream
-delivers them: through Foundry Local 2.2.1 each token reaches Python as it is made when it takes a few ms (any real
-model). When tokens are faster than the callback that drains
-the runtime's queue (the demo model makes one in ~0.15 ms), they arrive in one burst at the end and their times say
-nothing; there, and only there, decode speed is taken by difference: each prompt is also sent with a budget of one
-token, and decode = (n - 1) / (end_n - median(end_1)), the set-up and prefill cancelling out. Which method timed a
+line through the pieces' arrival times), wherever every token streams a piece of its own and tokens come slower than
+the stream delivers them: through Foundry Local 2.2.1 each token reaches Python as it is made when it takes a few ms
+(any real model). Otherwise the pieces' times say nothing about the tokens': when tokens are faster than the callback
+that drains the runtime's queue (the demo model makes one in ~0.15 ms) they arrive in one burst at the end; and a token
+that is one byte of a multi-byte character streams no piece, so pieces cannot be matched to tokens (on a random-weight
+494M model, an answer whose last 16 tokens were such bytes streamed its pieces at the token rate over the first half
+only, and scaling their rate by tokens per piece said 207 tok/s for a 100 tok/s decode). There, and only there, decode
+speed is taken by difference: each prompt is also sent with a budget of one token, and
+decode = (n - 1) / (end_n - median(end_1)), the set-up and prefill cancelling out. Which method timed a
 length is decided by its first (warm-up) request and recorded; a difference too small to stand clear of the
 request-to-request jitter is marked unresolved (``decode_timing_resolved``), not reported as a fact.
 
@@ -138,8 +141,9 @@ class LengthRun:
         full = time_stream(chat, self.prompt.prompt, max_new_tokens)
         if self.method is None:
             gap = full.median_gap_s
-            self.method = "stream" if full.pieces >= 2 and gap is not None and gap >= STREAM_MIN_GAP_S \
-                else "difference"
+            # greedy decoding makes the same tokens every time: the first request's pieces tell for the length
+            streams = full.pieces >= 2 and full.pieces == full.tokens and gap is not None and gap >= STREAM_MIN_GAP_S
+            self.method = "stream" if streams else "difference"
         one = time_stream(chat, self.prompt.prompt, 1) if self.method == "difference" else None
         if measured:
             self.samples.append({"full": asdict(full), "one": asdict(one) if one else None})
@@ -159,10 +163,11 @@ class LengthRun:
             out["response_ms"].append(full["end_s"] * 1000)
             if full["pieces"] < 2:
                 continue
-            # pieces arrive at the times of the tokens that have text; the tokens between them count too
-            per_piece = stream_rate(list(full["stamps"])) if self.method == "stream" else None
+            # a piece per token (the method's condition); a request whose count differs says nothing by its times
+            per_piece = stream_rate(list(full["stamps"])) if self.method == "stream" \
+                and full["pieces"] == full["tokens"] else None
             if per_piece is not None:
-                out["decode_tokens_per_s"].append(per_piece * (full["tokens"] - 1) / (full["pieces"] - 1))
+                out["decode_tokens_per_s"].append(per_piece)
             elif self.method == "difference" and full["end_s"] > one_end:
                 out["decode_tokens_per_s"].append((full["tokens"] - 1) / (full["end_s"] - one_end))
         return out

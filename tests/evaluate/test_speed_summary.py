@@ -114,8 +114,17 @@ def test_a_first_piece_that_reaches_python_late_does_not_inflate_the_decode_spee
     assert (len(late) - 1) / (late[-1] - late[0]) > 254, "what (n - 1) / (t_last - t_first) would have said"
 
 
-def test_tokens_that_stream_no_piece_still_count_toward_the_decode_speed(clock):
-    """A byte of a multi-byte character streams no piece of its own: the runtime's token count times the decode."""
+@pytest.mark.parametrize(("has_text", "by_pieces"), [
+    # every other token has text: 6 pieces 4 ms apart, whose own rate is 250
+    (lambda i: i % 2 == 0, 250.0),
+    # the last 5 tokens are bytes of one character: 6 pieces 2 ms apart, then none; their rate scaled by tokens per
+    # piece (what timing by the stream did before) is 1000
+    (lambda i: i < 6, 500.0 * 10 / 5),
+])
+def test_tokens_that_stream_no_piece_are_timed_by_difference_and_still_count(clock, has_text, by_pieces):
+    """A byte of a multi-byte character streams no piece of its own, so pieces cannot be matched to tokens: decode
+    is timed by difference, in the runtime's token count (seen on a random-weight 494M model: its pieces, scaled by
+    tokens per piece, said 207 tok/s for a 100 tok/s decode)."""
 
     class Counted(FakeRuntime):
         def chat(self, prompt: str, max_tokens: int):
@@ -125,9 +134,8 @@ def test_tokens_that_stream_no_piece_still_count_toward_the_decode_speed(clock):
                 completion_tokens = None
 
                 def __iter__(self):
-                    # 11 tokens every 2 ms, but only every other one has text: 6 pieces, 4 ms apart
-                    for i, piece in enumerate(FakeRuntime.chat(runtime, prompt, max_tokens)):
-                        if i % 2 == 0:
+                    for i, piece in enumerate(FakeRuntime.chat(runtime, prompt, max_tokens)):  # a token every 2 ms
+                        if has_text(i):
                             yield piece
                     self.completion_tokens = max_tokens
 
@@ -137,5 +145,7 @@ def test_tokens_that_stream_no_piece_still_count_toward_the_decode_speed(clock):
     runs = measure_speed(runtime.chat, PROMPTS, max_new_tokens=11, warmup=1, min_repetitions=3, repetitions=10,
                          ci_target=0.03, progress=lambda d, t: None)
     metrics, per_length = summarise_speed(runs)
-    assert metrics["decode_tokens_per_s"] == pytest.approx(500.0)  # counting pieces would say 250
+    assert [r.method for r in runs] == ["difference"] * 3
+    assert metrics["decode_tokens_per_s"] == pytest.approx(500.0)
+    assert metrics["decode_tokens_per_s"] != pytest.approx(by_pieces)
     assert per_length[64]["answer_tokens"] == 11

@@ -168,6 +168,11 @@ class FoundrySpec(_Strict):
     )
     smoke_max_tokens: int = Field(32, ge=1, le=1024, description="Tokens the smoke test may generate")
     smoke_timeout_s: float = Field(120, gt=0, description="Seconds before a smoke test counts as hung")
+    intra_op_threads: int | None = Field(
+        None, ge=1, le=256, description="Threads each decode step runs on (genai_config.json's "
+        "session_options.intra_op_num_threads); default: onnxruntime-genai's, half the logical cores. All the cores "
+        "decode faster on a machine that serves alone (int4 1.6x on 2 cores here) and slower on one shared with "
+        "other work (docs/runtime-overhead.md)")
 
 
 class ExecutionSpec(_Strict):

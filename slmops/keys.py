@@ -46,11 +46,11 @@ def smoke_test_key(variant_key: str, model_id: str, prompt: str, max_tokens: int
 
 
 def evaluation_key(variant_key: str, baseline_key: str, settings: dict[str, Any], dataset_sha: str,
-                   versions: dict[str, str], served_context: int | None) -> str:
-    """A variant's measurements: every setting but whether to reuse them (a switch, not content), and the context
-    Foundry Local serves it with (its KV cache: memory and time to first token)."""
+                   versions: dict[str, str], served: dict[str, int | None]) -> str:
+    """A variant's measurements: every setting but whether to reuse them (a switch, not content), and how Foundry
+    Local serves it: its context (the KV cache: memory and time to first token) and its threads (speed)."""
     measured = {k: v for k, v in settings.items() if k != "reuse"}
-    return content_key("evaluation", variant_key, baseline_key, measured, dataset_sha, versions, served_context)
+    return content_key("evaluation", variant_key, baseline_key, measured, dataset_sha, versions, served)
 
 
 def file_sha256(data: bytes) -> str:

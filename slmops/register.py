@@ -9,7 +9,7 @@ derived from the model's own chat template (slmops.prompt_template), the folder 
 it. A passed smoke test is reused while nothing it depends on has changed (``SmokeTestRecord``).
 
 ``foundry.model_config_overrides.max_length`` is written where Foundry Local reads it: genai_config.json's context
-(``size_context``). Foundry Local 2.2.1 sizes every request's KV cache for ``model.context_length`` and reads no
+(``serve_with``), and so is ``foundry.intra_op_threads`` (the decoder's session options). Foundry Local 2.2.1 sizes every request's KV cache for ``model.context_length`` and reads no
 ``max_length`` from inference_model.json: a 0.5B Qwen2 built for 32768 tokens holds 805 MB more per loaded model,
 and a short request takes 60-125 ms longer, than at 4096 (docs/runtime-overhead.md).
 """
@@ -44,24 +44,24 @@ def registration_metadata(model_name: str, variant: Variant) -> dict[str, Any]:
 
 
 def register(folder: Path, name: str, variant_key: str, metadata: dict[str, Any], cache_dir: Path,
-             model_config: dict[str, Any]) -> str:
-    """Size the context Foundry Local serves the folder with, write its inference_model.json and register it with
-    Foundry Local; return its id."""
+             model_config: dict[str, Any], threads: int | None = None) -> str:
+    """Set the context and threads Foundry Local serves the folder with, write its inference_model.json and register
+    it with Foundry Local; return its id."""
     from slmops.adapters.foundry import FoundryLocal
 
-    size_context(folder, model_config.get("max_length"))
+    serve_with(folder, model_config.get("max_length"), threads)
     write_inference_model_json(folder, name, model_config)
     content = registration_key(variant_key, (folder / INFERENCE_MODEL_JSON).read_bytes(),
                                (folder / GENAI_CONFIG).read_bytes())
     return FoundryLocal(cache_dir).register(folder, name, content, metadata)
 
 
-def size_context(folder: Path, max_length: int | None) -> None:
-    """Make genai_config.json's context (``model.context_length`` and ``search.max_length``) max_length, or the
-    one the variant was built with when max_length is None.
+def serve_with(folder: Path, max_length: int | None, threads: int | None = None) -> None:
+    """Make genai_config.json's context (``model.context_length`` and ``search.max_length``) max_length, and the
+    decoder's ``session_options.intra_op_num_threads`` threads; each as the variant was built when None.
 
     The built file is kept beside it (``genai_config.built.json``) the first time it is changed, so that taking the
-    override away gives back the very bytes it was built with. Raises InputError when max_length is longer than the
+    overrides away gives back the very bytes it was built with. Raises InputError when max_length is longer than the
     model's own context."""
     folder = Path(folder)
     current = (folder / GENAI_CONFIG).read_bytes()
@@ -69,15 +69,16 @@ def size_context(folder: Path, max_length: int | None) -> None:
     built = built_path.read_bytes() if built_path.is_file() else current
     document = json.loads(built)
     own = context_of(document)
-    if max_length is None:
-        wanted = built
-    elif own is not None and max_length > own:
+    if max_length is not None and own is not None and max_length > own:
         raise InputError(f"foundry.model_config_overrides.max_length is {max_length}, longer than the model's own "
                          f"context of {own} tokens ({folder / GENAI_CONFIG}); allowed: 1 to {own}, or unset")
-    else:
+    if max_length is not None:
         document.setdefault("model", {})["context_length"] = max_length
         document.setdefault("search", {})["max_length"] = max_length
-        wanted = (json.dumps(document, indent=4) + "\n").encode()
+    if threads is not None:
+        decoder = document.setdefault("model", {}).setdefault("decoder", {})
+        decoder.setdefault("session_options", {})["intra_op_num_threads"] = threads
+    wanted = built if max_length is None and threads is None else (json.dumps(document, indent=4) + "\n").encode()
     if wanted != current:
         if not built_path.is_file():
             staging.rewrite(folder, BUILT_GENAI_CONFIG, current)

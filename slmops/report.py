@@ -154,9 +154,11 @@ def _roofline_section(doc: dict) -> list[str]:
                   f"{machine['onnxruntime']}), measured once and cached: memory {roofs['memory']['gb_per_s']:.1f} GB/s "
                   f"({roofs['memory']['how']})" + "".join(
                       f"; {key} {k['gb_per_s']:.1f} GB/s" for key, k in roofs.get("kernels", {}).items() if k) + "."]
-    lines += ["", "Achieved = bytes per token x decode tok/s. A share well under 1 of the kernel roof is time spent "
-              "outside the weights' own kernels (the rest of the graph, the runtime's loop). A decode speed the "
-              "timer could not resolve gets no share."]
+    lines += ["", "Achieved = bytes per token x decode tok/s. A kernel roof is one large single-row MatMul of the "
+              "variant's format on the threads it is served with (the key's `-Nt`); a share well under 1 is time the "
+              "step spends beyond that pace: the rest of the graph, the runtime's loop, and the weights' kernels "
+              "running slower over the graph's many smaller matrices (benchmarks/decode_profile.py splits them). A "
+              "decode speed the timer could not resolve gets no share."]
     return lines
 
 

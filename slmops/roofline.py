@@ -1,9 +1,9 @@
 """How far a variant's decode is from what this machine allows: the bytes of weights one decode step reads, and two
 roofs measured once per machine with onnxruntime itself.
 
-    weights = bytes_per_token(model_dir)                # from the graph's initializers, no weight loaded
-    roofs = machine_roofs(cache_dir, [weights.format])  # measured once per machine and format, then cached
-    metrics = roofline_metrics(weights, decode_tokens_per_s, roofs)
+    weights = bytes_per_token(model_dir)                   # from the graph's initializers, no weight loaded
+    roofs = machine_roofs(cache_dir, [weights.format], 1)  # once per machine, format and thread count, then cached
+    metrics = roofline_metrics(weights, decode_tokens_per_s, roofs, 1)
 
 On a CPU a decode step reads every weight of every MatMul once (the KV cache and activations are small beside them
 at these lengths), so decode tok/s x bytes per token is the bandwidth the step achieved:
@@ -11,8 +11,10 @@ at these lengths), so decode tok/s x bytes per token is the bandwidth the step a
 - the **memory roof** is the read bandwidth of the machine: a single-row fp32 MatMul against a weight far bigger than
   the last-level cache, best of several runs (a MatMul, not memcpy, so that it counts what onnxruntime can stream);
 - the **kernel roof** is what one large single-row MatMul of the variant's own weight format reaches (MatMulNBits at
-  its bits, block size, accuracy level and zero points; fp32 MatMul), in bytes of that format per second. Its share
-  says how much the rest of the graph and the runtime's loop cost on top of the weights' own kernels.
+  its bits, block size, accuracy level and zero points; fp32 MatMul), in bytes of that format per second, on as many
+  threads as the variant is served with (onnxruntime-genai's default is half the cores: one thread of two here reads
+  28.6 GB/s where two read 45.8). Its share says how much the rest of the graph and the runtime's loop cost on top of
+  the weights' own kernels.
 """
 
 from __future__ import annotations
@@ -187,12 +189,12 @@ def measure_roof(fmt: WeightFormat | None, threads: int | None = None) -> dict[s
                                f"{ort.version()} CPU, {threads or 'default'} threads"}
 
 
-def measure_fresh(fmt: WeightFormat | None) -> dict[str, Any] | None:
+def measure_fresh(fmt: WeightFormat | None, threads: int | None = None) -> dict[str, Any] | None:
     """measure_roof in a process of its own: the caller's threads, allocations and loaded runtimes (a sweep holds
     onnxruntime-genai and Foundry Local's) do not weigh on a figure that is cached for the machine's lifetime."""
     arg = json.dumps(asdict(fmt) if fmt else None)
-    done = subprocess.run([sys.executable, "-m", "slmops.roofline", arg], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-m", "slmops.roofline", arg, str(threads or 0)], capture_output=True,
+                          text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"measuring the roof of {fmt.key if fmt else 'memory'} failed: {done.stderr[-800:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -212,9 +214,14 @@ def machine_id() -> dict[str, Any]:
     return {"cpu": model, "cores": cores, "onnxruntime": ort.version()}
 
 
-def machine_roofs(cache_dir: Path, formats: list[WeightFormat]) -> dict[str, Any]:
-    """The memory roof and the kernel roof of each format, measured once per machine (machine_id) and cached in
-    cache_dir/roofs.json; a format not measured yet on this machine is measured now."""
+def kernel_key(fmt: WeightFormat, threads: int) -> str:
+    return f"{fmt.key}-{threads}t"
+
+
+def machine_roofs(cache_dir: Path, formats: list[WeightFormat], threads: int) -> dict[str, Any]:
+    """The memory roof (onnxruntime's default threads: every core) and the kernel roof of each format on ``threads``
+    threads, measured once per machine (machine_id) and cached in cache_dir/roofs.json; what is not measured yet on
+    this machine is measured now."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / "roofs.json"
     machine = machine_id()
@@ -227,13 +234,14 @@ def machine_roofs(cache_dir: Path, formats: list[WeightFormat]) -> dict[str, Any
             stored["memory"] = {**measure_fresh(None), "measured_at": _now()}
             changed = True
         for fmt in formats:
-            if fmt.key in stored["kernels"]:
+            key = kernel_key(fmt, threads)
+            if key in stored["kernels"]:
                 continue
-            if fmt.op == "MatMul":  # an fp32 MatMul's kernel roof is the memory roof's own measurement
-                stored["kernels"][fmt.key] = stored["memory"]
+            if fmt.op == "MatMul" and threads == machine["cores"]:  # the memory roof's own measurement
+                stored["kernels"][key] = stored["memory"]
             else:
-                measured = measure_fresh(fmt)
-                stored["kernels"][fmt.key] = {**measured, "measured_at": _now()} if measured else None
+                measured = measure_fresh(None if fmt.op == "MatMul" else fmt, threads)
+                stored["kernels"][key] = {**measured, "measured_at": _now()} if measured else None
             changed = True
         if changed:
             write_json(path, stored)
@@ -244,8 +252,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def roofline_metrics(weights: WeightBytes, decode_tokens_per_s: float | None, roofs: dict[str, Any]) -> dict:
-    """bytes_per_token always; achieved_gb_per_s, bandwidth_share and kernel_share when decode speed is known."""
+def roofline_metrics(weights: WeightBytes, decode_tokens_per_s: float | None, roofs: dict[str, Any],
+                     threads: int | None = None) -> dict:
+    """bytes_per_token always; achieved_gb_per_s, bandwidth_share and kernel_share (against the kernel roof on the
+    variant's threads) when decode speed is known."""
     metrics: dict[str, float] = {"bytes_per_token": float(weights.total)}
     if not decode_tokens_per_s or decode_tokens_per_s <= 0:
         return metrics
@@ -254,7 +264,7 @@ def roofline_metrics(weights: WeightBytes, decode_tokens_per_s: float | None, ro
     memory = (roofs.get("memory") or {}).get("gb_per_s")
     if memory:
         metrics["bandwidth_share"] = round(achieved / memory, 4)
-    kernel = (roofs.get("kernels", {}).get(weights.format.key) or {}).get("gb_per_s")
+    kernel = (roofs.get("kernels", {}).get(kernel_key(weights.format, threads or 1)) or {}).get("gb_per_s")
     if kernel:
         metrics["kernel_share"] = round(achieved / kernel, 4)
     return metrics
@@ -262,4 +272,4 @@ def roofline_metrics(weights: WeightBytes, decode_tokens_per_s: float | None, ro
 
 if __name__ == "__main__":  # measure_fresh's child: one roof, printed as JSON
     given = json.loads(sys.argv[1])
-    print(json.dumps(measure_roof(WeightFormat(**given) if given else None)))
+    print(json.dumps(measure_roof(WeightFormat(**given) if given else None, int(sys.argv[2]) or None)))

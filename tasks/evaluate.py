@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from slmops import roofline as roofs
-from slmops.adapters.genai import context_length
+from slmops.adapters.genai import context_length, intra_op_threads
 from slmops.config import FoundrySpec
 from slmops.convert import Export
 from slmops.errors import SlmopsError, VariantError
@@ -54,7 +54,8 @@ def evaluate(result: VariantResult, stored: Baseline | None, settings: Evaluatio
     """Speed, memory, CPU, leak check, quality, edge cases and fidelity of one variant."""
     key = evaluation_key(result.content_key, stored.key if stored else "no-fidelity",
                          settings.model_dump(mode="json"), dataset_sha256(dataset), versions,
-                         context_length(Path(result.onnx_dir)))
+                         {"context": context_length(Path(result.onnx_dir)),
+                          "threads": intra_op_threads(Path(result.onnx_dir))})
     evaluation = read_json(out_dir / RESULT_NAME)
     reused = bool(settings.reuse and evaluation and evaluation.get("key") == key)
     if not reused:
@@ -73,16 +74,16 @@ def evaluate(result: VariantResult, stored: Baseline | None, settings: Evaluatio
 def roofline_of(model_dir: Path, metrics: dict[str, float], roofs_dir: Path) -> dict[str, float]:
     """bytes_per_token of the folder's graph; with a decode speed the timer resolved, the bandwidth it achieved and
     its shares of this machine's memory and kernel roofs (measured the first time a format is seen here)."""
-    weights = roofs.bytes_per_token(model_dir)
+    weights, threads = roofs.bytes_per_token(model_dir), intra_op_threads(model_dir)
     decode = metrics.get("decode_tokens_per_s")
     if decode is None or not resolved("decode_tokens_per_s", metrics):
         return roofs.roofline_metrics(weights, None, {})
     try:
-        measured = roofs.machine_roofs(roofs_dir, [weights.format])
+        measured = roofs.machine_roofs(roofs_dir, [weights.format], threads)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:  # no roof is no reason to fail a variant
         get_run_logger().warning("the roofs of this machine could not be measured (%s): no roofline shares", err)
         measured = {}
-    return roofs.roofline_metrics(weights, decode, measured)
+    return roofs.roofline_metrics(weights, decode, measured, threads)
 
 
 @task(name="roofline", task_run_name="roofline-{result.name}", cache_policy=NONE)

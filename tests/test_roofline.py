@@ -83,31 +83,39 @@ def test_bytes_per_token_of_a_built_variant_counts_every_weight_once(tiny_model,
 def test_the_metrics_follow_from_the_bytes_the_speed_and_the_roofs():
     weights = roofline.WeightBytes(total=2_000_000_000, matmul=2_000_000_000, embedding=0, lm_head=0,
                                    format=roofline.WeightFormat("MatMulNBits", 4, 32, 4, True))
-    roofs = {"memory": {"gb_per_s": 40.0}, "kernels": {weights.format.key: {"gb_per_s": 25.0}}}
-    metrics = roofline.roofline_metrics(weights, 10.0, roofs)
+    roofs = {"memory": {"gb_per_s": 40.0}, "kernels": {roofline.kernel_key(weights.format, 1): {"gb_per_s": 25.0},
+                                                        roofline.kernel_key(weights.format, 2): {"gb_per_s": 40.0}}}
+    metrics = roofline.roofline_metrics(weights, 10.0, roofs, 1)
     assert metrics == {"bytes_per_token": 2e9, "achieved_gb_per_s": 20.0, "bandwidth_share": 0.5,
                        "kernel_share": 0.8}
+    assert roofline.roofline_metrics(weights, 10.0, roofs, 2)["kernel_share"] == 0.5, "the roof on its threads"
     assert all(known(name) for name in metrics), "each one a metric a policy may name"
     assert roofline.roofline_metrics(weights, None, roofs) == {"bytes_per_token": 2e9}
 
 
 def test_the_roofs_are_measured_once_per_machine_and_cached(tmp_path):
     fmt = roofline.WeightFormat("MatMulNBits", 4, 32, 4, True)
-    first = roofline.machine_roofs(tmp_path, [fmt])
+    first = roofline.machine_roofs(tmp_path, [fmt], 1)
     assert first["machine"] == roofline.machine_id()
     assert first["memory"]["gb_per_s"] > 0 and "single-row fp32 MatMul" in first["memory"]["how"]
-    kernel = first["kernels"][fmt.key]
+    assert "default threads" in first["memory"]["how"], "the memory roof is the machine's: every core"
+    kernel = first["kernels"][roofline.kernel_key(fmt, 1)]
     assert kernel["gb_per_s"] > 0 and "MatMulNBits (4 bits, block 32, accuracy level 4" in kernel["how"]
-    again = roofline.machine_roofs(tmp_path, [fmt])
+    assert kernel["how"].endswith(", 1 threads"), "measured on the variant's threads"
+    again = roofline.machine_roofs(tmp_path, [fmt], 1)
     assert again == first, "a second sweep on this machine measures nothing again"
     stored = json.loads((tmp_path / "roofs.json").read_text())
     stored["machine"]["cpu"] = "another machine"
     (tmp_path / "roofs.json").write_text(json.dumps(stored))
-    moved = roofline.machine_roofs(tmp_path, [])
+    moved = roofline.machine_roofs(tmp_path, [], 1)
     assert moved["machine"] == roofline.machine_id() and moved["kernels"] == {}, "another machine's roofs dropped"
     assert roofline.measure_roof(roofline.WeightFormat("MatMulInteger", 8)) is None
-    fp32 = roofline.machine_roofs(tmp_path, [roofline.WeightFormat("MatMul", 32)])
-    assert fp32["kernels"]["MatMul-32bit"] == fp32["memory"], "an fp32 MatMul's kernel roof is the memory roof"
+    cores = roofline.machine_id()["cores"]
+    fp32 = roofline.machine_roofs(tmp_path, [roofline.WeightFormat("MatMul", 32)], cores)
+    assert fp32["kernels"][f"MatMul-32bit-{cores}t"] == fp32["memory"], "on every core, it is the memory roof"
+    if cores > 1:
+        fewer = roofline.machine_roofs(tmp_path, [roofline.WeightFormat("MatMul", 32)], 1)["kernels"]["MatMul-32bit-1t"]
+        assert fewer["how"].startswith("single-row fp32 MatMul") and fewer["how"].endswith(", 1 threads")
 
 
 @pytest.mark.parametrize("fmt", [roofline.WeightFormat("MatMulNBits", 8, 128, 4, False),

@@ -8,6 +8,7 @@ adapter.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,17 @@ def genai_config(model_dir: Path) -> dict[str, Any]:
 def context_length(model_dir: Path) -> int | None:
     """The longest sequence the model takes (genai_config.json), or None when it does not say."""
     return context_of(genai_config(model_dir))
+
+
+def intra_op_threads(model_dir: Path) -> int:
+    """The intra-op threads onnxruntime-genai (and Foundry Local, which runs it) decodes the folder with: the
+    decoder's ``session_options.intra_op_num_threads`` when genai_config.json sets it, else genai's own default, half
+    the logical cores (at least 1, at most 16: ``src/models/model.cpp`` at v0.14.0; 1 on a 2-core machine)."""
+    options = (genai_config(model_dir)["model"].get("decoder") or {}).get("session_options") or {}
+    configured = options.get("intra_op_num_threads")
+    if isinstance(configured, int) and configured > 0:
+        return configured
+    return max(1, min(16, (os.cpu_count() or 2) // 2))
 
 
 def context_of(document: dict[str, Any]) -> int | None:

@@ -1,6 +1,6 @@
-"""The context Foundry Local serves with: ``foundry.model_config_overrides.max_length`` reaches genai_config.json,
-the only place Foundry Local 2.2.1 reads it (it sizes each request's KV cache for ``model.context_length``), and
-taking it away gives back the folder as built.
+"""The context and threads Foundry Local serves with: ``foundry.model_config_overrides.max_length`` and
+``foundry.intra_op_threads`` reach genai_config.json, the only place Foundry Local 2.2.1 reads them (it sizes each
+request's KV cache for ``model.context_length``), and taking them away gives back the folder as built.
 
     .venv/bin/python -m pytest tests/register/test_context.py -q
 """
@@ -8,6 +8,7 @@ taking it away gives back the folder as built.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from slmops import staging
 from slmops.adapters.foundry import FoundryLocal
+from slmops.adapters.genai import intra_op_threads
 from slmops.errors import InputError, VariantError
 from slmops.register import register
 
@@ -66,3 +68,22 @@ def test_a_max_length_over_the_models_context_is_refused_and_changes_nothing(
         f"foundry.model_config_overrides.max_length is {own + 1}, longer than the model's own context of {own} "
         f"tokens ({folder / 'genai_config.json'}); allowed: 1 to {own}, or unset")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_the_thread_count_is_served_by_foundry_local_and_taking_it_away_restores_the_build(
+        family_dirs: dict[str, Path], foundry: FoundryLocal, tmp_path: Path) -> None:
+    folder = published(family_dirs["qwen2"], tmp_path)
+    built = (folder / "genai_config.json").read_bytes()
+    default = intra_op_threads(folder)
+    assert default == max(1, min(16, (os.cpu_count() or 2) // 2)), "onnxruntime-genai's own default"
+
+    plain = register(folder, "thr", "k1", {}, foundry.cache_dir, {"max_length": None})
+    two = register(folder, "thr", "k1", {}, foundry.cache_dir, {"max_length": None}, threads=2)
+    assert two != plain, "new content served: a new version"
+    served = json.loads((folder / "genai_config.json").read_text())
+    assert served["model"]["decoder"]["session_options"]["intra_op_num_threads"] == 2 == intra_op_threads(folder)
+    assert "".join(foundry.chat_stream(two, "hello", max_tokens=3, temperature=0.0))
+    assert staging.is_complete(folder, "k1")
+
+    assert register(folder, "thr", "k1", {}, foundry.cache_dir, {"max_length": None}) == plain
+    assert (folder / "genai_config.json").read_bytes() == built

@@ -2,7 +2,7 @@
 variant folder, each decode step split into the weights' kernels (MatMulNBits, MatMul, Gather*), the rest of the
 graph by operator, ONNX Runtime's time between nodes, and the loop outside the session.
 
-    .venv/bin/python benchmarks/decode_profile.py VARIANT_DIR [VARIANT_DIR ...] --name qwen2.5-0.5b-shape
+    .venv/bin/python benchmarks/decode_profile.py VARIANT_DIR [VARIANT_DIR ...] --name qwen2.5-0.5b-shape --threads 1 2
 
 Per variant: first a loop without the profiler (the wall time per token, as a user gets it), then the same loop with
 the session's profiler on (genai_config.json's session option ``enable_profiling``, in a copy of the folder whose
@@ -48,15 +48,20 @@ def _loop(model_dir: Path, prompt_tokens: int, steps: int) -> list[float]:
     return times
 
 
-def _profiled_copy(model_dir: Path, work: Path) -> Path:
-    copy = work / "model"
+def _copy(model_dir: Path, work: Path, name: str, threads: int | None, profile: bool) -> Path:
+    """The folder with its weights hard-linked, its genai_config.json set to threads and, if asked, the profiler."""
+    copy = work / name
     copy.mkdir()
     for f in model_dir.iterdir():
         if f.is_file():
             os.link(f, copy / f.name) if f.name.startswith("model.onnx") else shutil.copy2(f, copy / f.name)
     config_file = copy / "genai_config.json"
     config = json.loads(config_file.read_text())
-    config["model"]["decoder"].setdefault("session_options", {})["enable_profiling"] = str(work / "ort_profile")
+    options = config["model"]["decoder"].setdefault("session_options", {})
+    if threads:
+        options["intra_op_num_threads"] = threads
+    if profile:
+        options["enable_profiling"] = str(work / "ort_profile")
     config_file.write_text(json.dumps(config, indent=2))
     return copy
 
@@ -102,11 +107,12 @@ def _split(trace: list[dict]) -> list[dict]:
     return out
 
 
-def profile(model_dir: Path, prompt_tokens: int, steps: int) -> dict:
-    plain = _loop(model_dir, prompt_tokens, steps)[2:]  # the first steps warm the caches and the thread pool
+def profile(model_dir: Path, prompt_tokens: int, steps: int, threads: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        _loop(_profiled_copy(model_dir, work), prompt_tokens, steps)
+        # the first steps warm the caches and the thread pool
+        plain = _loop(_copy(model_dir, work, "plain", threads, False), prompt_tokens, steps)[2:]
+        _loop(_copy(model_dir, work, "profiled", threads, True), prompt_tokens, steps)
         [trace_file] = list(work.glob("ort_profile*.json"))
         runs = _split(json.loads(trace_file.read_text()))
     decode = runs[1:][2:]  # after the prompt's run, and the same warm-up steps dropped
@@ -125,7 +131,8 @@ def profile(model_dir: Path, prompt_tokens: int, steps: int) -> dict:
         ms, read = sum(node_ms[n] for n in names), sum(sizes[n] for n in names)
         parts[part] = {"nodes": len(names), "ms": round(ms, 3), "mb": round(read / 1e6, 1),
                        "gb_per_s": round(read / ms / 1e6, 2) if ms else None}
-    return {"variant_dir": str(model_dir), "prompt_tokens": prompt_tokens, "decode_steps": len(decode),
+    return {"variant_dir": str(model_dir), "threads": threads or "genai's default", "prompt_tokens": prompt_tokens,
+            "decode_steps": len(decode),
             "step_ms_unprofiled": round(step_ms, 3), "tokens_per_s_unprofiled": round(1e3 / step_ms, 2),
             "model_run_ms": round(run_ms, 3), "nodes_ms": round(nodes_ms, 3), "weight_kernels_ms": round(weights_ms, 3),
             "between_nodes_ms": round(run_ms - nodes_ms, 3), "weight_kernels": parts,
@@ -138,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="results file name: decode-profile-NAME.json")
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--steps", type=int, default=66)
+    parser.add_argument("--threads", type=int, nargs="+", default=[0],
+                        help="intra_op_num_threads of each pass (0: onnxruntime-genai's default)")
     args = parser.parse_args(argv)
-    results = {d.name: profile(d.resolve(), args.prompt_tokens, args.steps) for d in args.variants}
+    results = {f"{d.name}{f' ({t} threads)' if t else ''}": profile(d.resolve(), args.prompt_tokens, args.steps, t)
+               for t in args.threads for d in args.variants}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"decode-profile-{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = ["| variant | step ms (no profiler) | model run ms | in nodes | weight kernels | other ops | between nodes | "

@@ -90,3 +90,16 @@ def test_sharing_on_a_model_whose_embedding_is_not_tied_is_refused_before_any_wo
     assert (f"variant v: shared_embeddings needs a model whose embedding and LM head are tied, and "
             f"{untied / 'config.json'} does not say tie_word_embeddings: true") in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_sharing_with_a_block_size_that_does_not_divide_the_hidden_size_is_refused_before_any_work(tmp_path,
+                                                                                                   demo_model):
+    """ModelBuilder 0.14.1 builds it, and its embedding's Reshape fails on the first token."""
+    done = _sweep(tmp_path, demo_model, {"name": "v", "precision": "int4", "block_size": 128, "algorithm": "rtn",
+                                         "shared_embeddings": True})
+    assert done.returncode == 2, done.stderr
+    [line] = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert (f"variant v: shared_embeddings reads the embedding from the LM head's blocks, and block_size 128 does not "
+            f"divide hidden_size 192 ({demo_model / 'config.json'}); allowed block sizes for this model: 16, 32, 64"
+            in line)
+    assert not (tmp_path / "out").exists()

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"model": "the demo model (4 layers, hidden size 192; slmops.demo.model)", "seeds": args.seeds,
               "runs": runs, "gptq_over_rtn_kl": {}}
     lines = [f"Calibration: {runs[args.seeds[0]]['calibration']['note']} (seeds {', '.join(map(str, args.seeds))}).",
-             "", "| pair | seed | RTN KL mean ± err | GPTQ KL mean ± err | GPTQ/RTN | RTN same top p | GPTQ same top p "
-             "| RTN build s | GPTQ build s |", "|---|---|---|---|---|---|---|---|---|"]
+             "", "| pair | seed | RTN KL mean ± err | GPTQ KL mean ± err | GPTQ/RTN | RTN same top p | "
+             "GPTQ same top p | RTN build s | GPTQ build s |", "|---|---|---|---|---|---|---|---|---|"]
     for block, sym in PAIRS:
         pair = f"b{block}-{'sym' if sym else 'asym'}"
         ratios = []

@@ -44,7 +44,8 @@ def chain(shapes: list[tuple[int, int]], rng: np.random.Generator, block: int = 
         nodes.append(helper.make_node("MatMulNBits", [current, f"B{i}", f"s{i}"], [f"y{i}"], domain="com.microsoft",
                                       K=k, N=n, bits=4, block_size=block, accuracy_level=4))
         current = f"y{i}"
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, shapes[0][0]])],
+    graph = helper.make_graph(nodes, "chain",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, shapes[0][0]])],
                               [helper.make_tensor_value_info(current, TensorProto.FLOAT, [1, shapes[-1][1]])], inits)
     model = helper.make_model(graph, ir_version=9, opset_imports=[helper.make_opsetid("", 17),
                                                                   helper.make_opsetid("com.microsoft", 1)])

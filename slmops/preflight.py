@@ -78,8 +78,8 @@ def check_sharing(spec: SweepSpec, config: dict, model_dir: Path | None = None) 
         if isinstance(hidden, int) and block and hidden % block:
             # ModelBuilder 0.14.1 builds it, and its embedding's Reshape fails on the first token (seen on the demo)
             allowed = ", ".join(str(b) for b in (16, 32, 64, 128, 256) if hidden % b == 0) or "none"
-            raise InputError(f"variant {variant.name}: shared_embeddings reads the embedding from the LM head's blocks, "
-                             f"and block_size {block} does not divide hidden_size {hidden} "
+            raise InputError(f"variant {variant.name}: shared_embeddings reads the embedding from the LM head's "
+                             f"blocks, and block_size {block} does not divide hidden_size {hidden} "
                              f"({Path(model_dir or spec.model.path) / 'config.json'}); allowed block sizes for this "
                              f"model: {allowed}")
 

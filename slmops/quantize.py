@@ -7,8 +7,8 @@ rtn/k_quant/hqq int4, dynamic, and the ModelBuilder int4 variants whose graph bl
 on the export, completed with its genai config, tokenizer and chat template; the other ModelBuilder int4 variants,
 and GPTQ's (calibrated on the sweep's calibration rows), are built from the source folder. Olive reports success
 with no output when a pass fails, and can label an unquantized graph int4 (docs/toolchain.md), so before a variant
-counts its graph is checked and onnxruntime-genai loads it and generates. The manifest says which route and passes made the folder (``built_by``) and where the
-time went (``steps``).
+counts its graph is checked and onnxruntime-genai loads it and generates. The manifest says which route and passes
+made the folder (``built_by``) and where the time went (``steps``).
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ derived from the model's own chat template (slmops.prompt_template), the folder 
 it. A passed smoke test is reused while nothing it depends on has changed (``SmokeTestRecord``).
 
 ``foundry.model_config_overrides.max_length`` is written where Foundry Local reads it: genai_config.json's context
-(``serve_with``), and so is ``foundry.intra_op_threads`` (the decoder's session options). Foundry Local 2.2.1 sizes every request's KV cache for ``model.context_length`` and reads no
-``max_length`` from inference_model.json: a 0.5B Qwen2 built for 32768 tokens holds 805 MB more per loaded model,
-and a short request takes 60-125 ms longer, than at 4096 (docs/runtime-overhead.md).
+(``serve_with``), and so is ``foundry.intra_op_threads`` (the decoder's session options). Foundry Local 2.2.1 sizes
+every request's KV cache for ``model.context_length`` and reads no ``max_length`` from inference_model.json: a 0.5B
+Qwen2 built for 32768 tokens holds 805 MB more per loaded model, and a short request takes 60-125 ms longer, than
+at 4096 (docs/runtime-overhead.md).
 """
 
 from __future__ import annotations

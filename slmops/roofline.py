@@ -12,8 +12,8 @@ at these lengths), so decode tok/s x bytes per token is the bandwidth the step a
   the last-level cache, best of several runs (a MatMul, not memcpy, so that it counts what onnxruntime can stream);
 - the **kernel roof** is what one large single-row MatMul of the variant's own weight format reaches (MatMulNBits at
   its bits, block size, accuracy level and zero points; fp32 MatMul), in bytes of that format per second, on as many
-  threads as the variant is served with (onnxruntime-genai's default is half the cores: one thread of two here reads
-  28.6 GB/s where two read 45.8). Its share says how much the rest of the graph and the runtime's loop cost on top of
+  threads as the variant is served with (onnxruntime-genai's default is half the cores; a matrix of the LM head's
+  shape reads 27.3 GB/s on one thread of this machine and 43.2 on two: benchmarks/kernel_shapes.py). Its share says how much the rest of the graph and the runtime's loop cost on top of
   the weights' own kernels.
 """
 

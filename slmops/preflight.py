@@ -12,9 +12,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from slmops import calibration, lora
-from slmops.config import SweepSpec
+from slmops.config import BlockSize, SweepSpec
 from slmops.errors import InputError
 from slmops.evalset import load_eval_set, resolve_dataset
 from slmops.source import estimate_disk_bytes, validate_model_dir
@@ -77,7 +78,7 @@ def check_sharing(spec: SweepSpec, config: dict, model_dir: Path | None = None) 
         block = variant.resolved().block_size
         if isinstance(hidden, int) and block and hidden % block:
             # ModelBuilder 0.14.1 builds it, and its embedding's Reshape fails on the first token (seen on the demo)
-            allowed = ", ".join(str(b) for b in (16, 32, 64, 128, 256) if hidden % b == 0) or "none"
+            allowed = _blocks_dividing([hidden])
             raise InputError(f"variant {variant.name}: shared_embeddings reads the embedding from the LM head's "
                              f"blocks, and block_size {block} does not divide hidden_size {hidden} "
                              f"({Path(model_dir or spec.model.path) / 'config.json'}); allowed block sizes for this "
@@ -97,12 +98,16 @@ def check_gptq_blocks(spec: SweepSpec, config: dict, model_dir: Path | None = No
             continue
         uneven = [f"{name} {width}" for name, width in widths.items() if isinstance(width, int) and width % block]
         if uneven:
-            allowed = [b for b in (16, 32, 64, 128, 256)
-                       if all(w % b == 0 for w in widths.values() if isinstance(w, int))]
             raise InputError(f"variant {variant.name}: method gptq quantizes in whole blocks of a layer's inputs, and "
                              f"block_size {block} does not divide {', '.join(uneven)} "
                              f"({Path(model_dir or spec.model.path) / 'config.json'}); allowed block sizes for this "
-                             f"model: {', '.join(map(str, allowed)) or 'none'}")
+                             f"model: {_blocks_dividing(list(widths.values()))}")
+
+
+def _blocks_dividing(widths: list) -> str:
+    """The block sizes a spec may name (config.BlockSize) that divide every known width, as an error lists them."""
+    known = [w for w in widths if isinstance(w, int)]
+    return ", ".join(str(b) for b in get_args(BlockSize) if all(w % b == 0 for w in known)) or "none"
 
 
 def check_out_dir(out: Path) -> None:

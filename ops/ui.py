@@ -108,8 +108,9 @@ def mlflow_compare_row(page, label: str, step_px: int = 200, max_px: int = 20000
     seen = False
     for top in range(0, max_px, step_px):
         page.evaluate(_SCROLL_GRIDS, top)
-        for _ in range(5):  # the label's row drawn, its values' grid not yet: wait a little, then scroll on
-            page.wait_for_timeout(50)
+        # the label's row drawn, its values' grid not yet: wait for it (up to 5 s on a loaded machine), then scroll on
+        for _ in range(50):
+            page.wait_for_timeout(100)
             cells = page.evaluate(_COMPARE_ROW, label)
             if cells:
                 return cells

@@ -168,11 +168,20 @@ class FoundrySpec(_Strict):
     )
     smoke_max_tokens: int = Field(32, ge=1, le=1024, description="Tokens the smoke test may generate")
     smoke_timeout_s: float = Field(120, gt=0, description="Seconds before a smoke test counts as hung")
-    intra_op_threads: int | None = Field(
-        None, ge=1, le=256, description="Threads each decode step runs on (genai_config.json's "
-        "session_options.intra_op_num_threads); default: onnxruntime-genai's, half the logical cores. All the cores "
-        "decode faster on a machine that serves alone (int4 1.6x on 2 cores here) and slower on one shared with "
-        "other work (docs/runtime-overhead.md)")
+    intra_op_threads: int | Literal["physical_cores", "runtime"] = Field(
+        "physical_cores", description="Threads each decode step runs on (written as genai_config.json's "
+        "session_options.intra_op_num_threads): a count; physical_cores, this machine's (onnxruntime's own default "
+        "for a session); or runtime, left unset for onnxruntime-genai to choose where it is served (half the logical "
+        "cores: on a machine without SMT, half of them idle; 1 of 2 here, which decodes int4 1.6x slower when the "
+        "machine serves alone). On a machine shared with other work, fewer threads than cores can be faster "
+        "(docs/runtime-overhead.md)")
+
+    @field_validator("intra_op_threads")
+    @classmethod
+    def _threads(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 256:
+            raise ValueError(f"intra_op_threads must be 1 to 256, physical_cores or runtime; got {v}")
+        return v
 
 
 class ExecutionSpec(_Strict):

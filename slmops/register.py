@@ -18,8 +18,11 @@ at 4096 (docs/runtime-overhead.md).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from slmops import staging
 from slmops.adapters.genai import context_of
@@ -55,6 +58,17 @@ def register(folder: Path, name: str, variant_key: str, metadata: dict[str, Any]
     content = registration_key(variant_key, (folder / INFERENCE_MODEL_JSON).read_bytes(),
                                (folder / GENAI_CONFIG).read_bytes())
     return FoundryLocal(cache_dir).register(folder, name, content, metadata)
+
+
+def serving_threads(setting: int | str) -> int | None:
+    """The intra-op thread count ``foundry.intra_op_threads`` asks for: the count; this machine's physical cores for
+    ``physical_cores`` (what onnxruntime gives a session by default); None for ``runtime`` (genai_config.json left
+    as built: onnxruntime-genai then uses half the logical cores of the machine that serves it)."""
+    if setting == "runtime":
+        return None
+    if setting == "physical_cores":
+        return psutil.cpu_count(logical=False) or max(1, (os.cpu_count() or 2) // 2)
+    return int(setting)
 
 
 def serve_with(folder: Path, max_length: int | None, threads: int | None = None) -> None:

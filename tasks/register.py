@@ -23,7 +23,8 @@ def register(result: VariantResult, model_name: str, foundry: FoundrySpec, cache
         model_id = registering.register(
             Path(result.onnx_dir), registering.foundry_name(model_name, variant), result.content_key,
             registering.registration_metadata(model_name, variant), cache_dir,
-            foundry.model_config_overrides.model_dump(), foundry.intra_op_threads)
+            foundry.model_config_overrides.model_dump(),
+            registering.serving_threads(foundry.intra_op_threads))
     except SlmopsError as err:
         raise VariantError(f"variant {variant.name}: Foundry Local registration failed: {err}") from err
     return result.model_copy(update={"foundry_model_id": model_id})

@@ -13,8 +13,11 @@ that is one byte of a multi-byte character streams no piece, so pieces cannot be
 only, and scaling their rate by tokens per piece said 207 tok/s for a 100 tok/s decode). There, and only there, decode
 speed is taken by difference: each prompt is also sent with a budget of one token, and
 decode = (n - 1) / (end_n - median(end_1)), the set-up and prefill cancelling out. Which method timed a
-length is decided by its first (warm-up) request and recorded; a difference too small to stand clear of the
+length is decided by its first measured request and recorded; a difference too small to stand clear of the
 request-to-request jitter is marked unresolved (``decode_timing_resolved``), not reported as a fact.
+
+Warm-up requests are unmeasured: the first makes a whole answer (the decode path), the rest one token each (the
+prefill of their length), as the measured requests that follow need nothing else primed.
 
 Repetitions are adaptive: a length is repeated until the 95 % interval of its median decode speed and time to first
 token is within ``ci_target`` of the median, or ``repetitions`` is reached; the record says which stopped it. Lengths
@@ -137,7 +140,12 @@ class LengthRun:
         self.samples: list[dict[str, Any]] = []
         self.stopped_by: str | None = None
 
-    def request(self, chat: ChatFn, max_new_tokens: int, measured: bool) -> None:
+    def warm_up(self, chat: ChatFn, max_new_tokens: int) -> None:
+        """One unmeasured request: a prefill of this length (a token's budget) primes what the measured ones reuse;
+        the decode path is primed by the first warm-up of a run, which makes a whole answer."""
+        time_stream(chat, self.prompt.prompt, max_new_tokens)
+
+    def request(self, chat: ChatFn, max_new_tokens: int) -> None:
         full = time_stream(chat, self.prompt.prompt, max_new_tokens)
         if self.method is None:
             gap = full.median_gap_s
@@ -145,8 +153,7 @@ class LengthRun:
             streams = full.pieces >= 2 and full.pieces == full.tokens and gap is not None and gap >= STREAM_MIN_GAP_S
             self.method = "stream" if streams else "difference"
         one = time_stream(chat, self.prompt.prompt, 1) if self.method == "difference" else None
-        if measured:
-            self.samples.append({"full": asdict(full), "one": asdict(one) if one else None})
+        self.samples.append({"full": asdict(full), "one": asdict(one) if one else None})
 
     def figures(self) -> dict[str, list[float]]:
         """ttft_ms, prefill_tokens_per_s, decode_tokens_per_s and response_ms of every measured request."""
@@ -198,19 +205,20 @@ class LengthRun:
 def measure_speed(chat: ChatFn, prompts: list[LengthPrompt], max_new_tokens: int, warmup: int,
                   min_repetitions: int, repetitions: int, ci_target: float,
                   progress: Callable[[int, int], None]) -> list[LengthRun]:
-    """Warm-up, then rounds of one request per length still running, until each length is done."""
+    """Warm-up (a whole answer first, then prefills), then rounds of one request per length still running, until
+    each length is done."""
     runs = [LengthRun(p) for p in prompts]
     total = (warmup + repetitions) * len(runs)
     done = 0
     for _ in range(warmup):
         for run in runs:
-            run.request(chat, max_new_tokens, measured=False)
+            run.warm_up(chat, max_new_tokens if done == 0 else 1)
             done += 1
             progress(done, total)
     active = list(runs)
     while active:
         for run in active:
-            run.request(chat, max_new_tokens, measured=True)
+            run.request(chat, max_new_tokens)
             done += 1
             progress(done, total)
         active = [run for run in active if not run.done(min_repetitions, repetitions, ci_target)]

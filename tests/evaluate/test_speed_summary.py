@@ -31,9 +31,11 @@ class FakeRuntime:
         self.clock, self.setup_s, self.token_s, self.burst = clock, setup_s, token_s, burst
         self.jitter = jitter or (lambda: 0.0)
         self.requests = 0
+        self.budgets: list[int] = []
 
     def chat(self, prompt: str, max_tokens: int):
         self.requests += 1
+        self.budgets.append(max_tokens)
         self.clock[0] += self.setup_s
         token_s = self.token_s + self.jitter()
         times = [self.clock[0] + token_s * (i + 1) for i in range(max_tokens)]
@@ -60,6 +62,8 @@ def test_decode_speed_comes_from_the_streams_token_times_when_tokens_stream(cloc
     assert [r.method for r in runs] == ["stream"] * 3
     # each timed request counted once: a warm-up and three measured requests per length, no one-token requests
     assert runtime.requests == 3 * (1 + 3)
+    # the first warm-up makes a whole answer (the decode path), the others a prefill of their length only
+    assert runtime.budgets == [11, 1, 1] + [11] * 9
     assert [r.stopped_by for r in runs] == ["interval"] * 3, "identical timings: sure after the minimum"
     assert metrics["decode_tokens_per_s"] == pytest.approx(500.0)
     assert metrics["ttft_ms_p50"] == pytest.approx(17.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import psutil
 import pytest
 
 from flows.quantization_sweep import quantization_sweep
@@ -81,7 +82,12 @@ def test_variant_folders_are_complete_models_that_generate(sweep):
         for required in ("genai_config.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"):
             assert (folder / required).is_file(), f"{name} lacks {required}"
         assert len(genai.load_and_generate(folder, "hello world", max_new_tokens=4)) == 4
-        model_files = [p for p in folder.iterdir() if p.name not in ("slmops_variant.json", "inference_model.json")]
+        # the size as built: registration adds inference_model.json and serves genai_config.json with the thread
+        # count, the built one kept beside it
+        served = {"slmops_variant.json", "inference_model.json"}
+        if (folder / "genai_config.built.json").is_file():
+            served.add("genai_config.json")
+        model_files = [p for p in folder.iterdir() if p.name not in served]
         assert v["size_bytes"] == sum(p.stat().st_size for p in model_files)
 
 
@@ -187,6 +193,9 @@ def test_every_succeeded_variant_is_registered_and_answers_in_foundry_local(swee
         inference = __import__("json").loads((Path(v["onnx_dir"]) / "inference_model.json").read_text())
         assert inference["Name"] == f"tiny-{v['name']}"
         assert inference["PromptTemplate"]["prompt"] == "<|im_start|>user\n{Content}<|im_end|>\n<|im_start|>assistant\n"
+        # served on every physical core (foundry.intra_op_threads' default), not genai's half of the logical ones
+        served = __import__("json").loads((Path(v["onnx_dir"]) / "genai_config.json").read_text())
+        assert served["model"]["decoder"]["session_options"]["intra_op_num_threads"] == psutil.cpu_count(logical=False)
         run = Tracker(report["mlflow"]["tracking_uri"]).run(v["mlflow_run_id"])
         assert run.data.tags["foundry_model_id"] == v["foundry_model_id"]
         assert run.data.metrics["smoke_test_passed"] == 1.0

@@ -12,13 +12,16 @@ import os
 import shutil
 from pathlib import Path
 
+import psutil
 import pytest
+from pydantic import ValidationError
 
 from slmops import staging
 from slmops.adapters.foundry import FoundryLocal
 from slmops.adapters.genai import intra_op_threads
+from slmops.config import FoundrySpec
 from slmops.errors import InputError, VariantError
-from slmops.register import register
+from slmops.register import register, serving_threads
 
 # about 200 tokens with the tiny tokenizer: over a 64-token context, well under the built one (512)
 LONG_PROMPT = "Please read this sentence carefully. " * 4
@@ -87,3 +90,12 @@ def test_the_thread_count_is_served_by_foundry_local_and_taking_it_away_restores
 
     assert register(folder, "thr", "k1", {}, foundry.cache_dir, {"max_length": None}) == plain
     assert (folder / "genai_config.json").read_bytes() == built
+
+
+def test_the_thread_count_defaults_to_the_physical_cores_and_runtime_leaves_it_to_genai() -> None:
+    assert FoundrySpec().intra_op_threads == "physical_cores"
+    assert serving_threads("physical_cores") == psutil.cpu_count(logical=False)
+    assert serving_threads("runtime") is None, "genai_config.json left as built"
+    assert serving_threads(3) == 3
+    with pytest.raises(ValidationError, match="intra_op_threads must be 1 to 256, physical_cores or runtime; got 0"):
+        FoundrySpec(intra_op_threads=0)

@@ -111,8 +111,8 @@ def make_qwen_shaped_model(target: Path, seed: int = 0) -> Path:
     config = Qwen2Config(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
-    no_text = [i for i in range(len(tokenizer)) if i in tokenizer.all_special_ids
-               or tokenizer.decode([i]) in ("", "\ufffd") or "\ufffd" in tokenizer.decode([i])]
+    texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    no_text = [i for i, text in enumerate(texts) if i in tokenizer.all_special_ids or not text or "\ufffd" in text]
     with torch.no_grad():
         model.model.embed_tokens.weight[len(tokenizer):] = 0.0
         model.model.embed_tokens.weight[no_text] = 0.0

@@ -176,11 +176,13 @@ class FoundrySpec(_Strict):
         "machine serves alone). On a machine shared with other work, fewer threads than cores can be faster "
         "(docs/runtime-overhead.md)")
 
-    @field_validator("intra_op_threads")
+    @field_validator("intra_op_threads", mode="before")
     @classmethod
-    def _threads(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 1 <= v <= 256:
-            raise ValueError(f"intra_op_threads must be 1 to 256, physical_cores or runtime; got {v}")
+    def _threads(cls, v: Any) -> Any:
+        wrong = isinstance(v, bool) or (isinstance(v, int) and not 1 <= v <= 256) or (
+            isinstance(v, str) and v not in ("physical_cores", "runtime"))
+        if wrong:
+            raise ValueError(f"intra_op_threads must be 1 to 256, physical_cores or runtime; got {v!r}")
         return v
 
 

@@ -97,5 +97,7 @@ def test_the_thread_count_defaults_to_the_physical_cores_and_runtime_leaves_it_t
     assert serving_threads("physical_cores") == psutil.cpu_count(logical=False)
     assert serving_threads("runtime") is None, "genai_config.json left as built"
     assert serving_threads(3) == 3
-    with pytest.raises(ValidationError, match="intra_op_threads must be 1 to 256, physical_cores or runtime; got 0"):
-        FoundrySpec(intra_op_threads=0)
+    for wrong in (0, True, "all"):  # a YAML `yes` is no thread count
+        with pytest.raises(ValidationError) as raised:
+            FoundrySpec(intra_op_threads=wrong)
+        assert f"intra_op_threads must be 1 to 256, physical_cores or runtime; got {wrong!r}" in str(raised.value)

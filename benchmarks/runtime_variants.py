@@ -7,8 +7,8 @@ Foundry Local, nothing measured or promoted.
 Writes, under --work: the source model (qwen2.5-0.5b-shape/, 2 GB, made once), spec.yaml, the sweep's output
 (out/report.json: each variant's onnx_dir and foundry_model_id) and its Foundry Local cache (home/foundry). Run it
 again and the sweep finds everything cached. The model is the one benchmarks/sweep_vs_manual.py makes (same shape,
-same recipe: the demo's tokenizer and eval set, embedding rows past the tokenizer's tokens zeroed so that a greedy
-token is always decodable), made by that script's function.
+same recipe: the demo's tokenizer and eval set, embedding rows zeroed past the tokenizer's tokens and for the tokens
+that are no whole character, so that every greedy token streams a text piece), made by that script's function.
 """
 
 from __future__ import annotations

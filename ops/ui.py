@@ -84,22 +84,26 @@ def mlflow_page(browser, user: str | None, password: str | None, timeout_s: floa
 _COMPARE_ROW = """label => {
     const th = [...document.querySelectorAll('th, td')].find(c => c.innerText.trim() === label);
     if (th) return [...th.closest('tr').children].filter(c => c !== th).map(c => c.innerText.trim());
-    const grids = [...document.querySelectorAll('.ReactVirtualized__Grid[role=grid]')];
+    const grids = [...document.querySelectorAll('.ReactVirtualized__Grid[role=grid]')];  // labels, then values
     const cellsOf = g => [...g.querySelectorAll('.ReactVirtualized__Grid__innerScrollContainer > *')];
+    let drawn = null;
     for (const grid of grids) {
         const hit = cellsOf(grid).find(c => c.innerText.trim() === label);
         if (!hit) continue;
         let box = grid.parentElement;
         while (box && box.querySelectorAll('.ReactVirtualized__Grid[role=grid]').length < 2) box = box.parentElement;
-        const cells = [...box.querySelectorAll('.ReactVirtualized__Grid[role=grid]')].filter(g => g !== grid)
-            .flatMap(cellsOf).filter(c => c.style.top === hit.style.top);
+        const cells = box ? [...box.querySelectorAll('.ReactVirtualized__Grid[role=grid]')].filter(g => g !== grid)
+            .flatMap(cellsOf).filter(c => c.style.top === hit.style.top) : [];
         cells.sort((a, b) => parseFloat(a.style.left) - parseFloat(b.style.left));
-        return cells.map(c => c.innerText.trim());
+        if (cells.length) return cells.map(c => c.innerText.trim());
+        drawn = [];  // the label's row drawn, its values' not yet
     }
-    return null;
+    return drawn;
 }"""
+# only the grids a person can scroll (the values; their labels' grid has overflow hidden and follows them): setting
+# scrollTop on both made them fight, MLflow syncing one from the other, and drift apart
 _SCROLL_GRIDS = ("top => { for (const g of document.querySelectorAll('.ReactVirtualized__Grid[role=grid]')) "
-                 "g.scrollTop = top; }")
+                 "if (getComputedStyle(g).overflowY !== 'hidden') g.scrollTop = top; }")
 
 
 def mlflow_compare_row(page, label: str, step_px: int = 200, max_px: int = 20000) -> list[str] | None:
@@ -108,8 +112,7 @@ def mlflow_compare_row(page, label: str, step_px: int = 200, max_px: int = 20000
     seen = False
     for top in range(0, max_px, step_px):
         page.evaluate(_SCROLL_GRIDS, top)
-        # the label's row drawn, its values' grid not yet: wait for it (up to 5 s on a loaded machine), then scroll on
-        for _ in range(50):
+        for _ in range(20):  # the label's row drawn, its values' not yet: wait for them (up to 2 s), then scroll on
             page.wait_for_timeout(100)
             cells = page.evaluate(_COMPARE_ROW, label)
             if cells:

@@ -18,7 +18,6 @@ at 4096 (docs/runtime-overhead.md).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +61,13 @@ def register(folder: Path, name: str, variant_key: str, metadata: dict[str, Any]
 
 def serving_threads(setting: int | str) -> int | None:
     """The intra-op thread count ``foundry.intra_op_threads`` asks for: the count; this machine's physical cores for
-    ``physical_cores`` (what onnxruntime gives a session by default); None for ``runtime`` (genai_config.json left
-    as built: onnxruntime-genai then uses half the logical cores of the machine that serves it)."""
+    ``physical_cores`` (what onnxruntime gives a session by default); None for ``runtime``, or when the machine does
+    not say its physical cores (genai_config.json left as built: onnxruntime-genai then uses half the logical cores
+    of the machine that serves it)."""
     if setting == "runtime":
         return None
     if setting == "physical_cores":
-        return psutil.cpu_count(logical=False) or max(1, (os.cpu_count() or 2) // 2)
+        return psutil.cpu_count(logical=False)
     return int(setting)
 
 

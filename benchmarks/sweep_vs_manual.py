@@ -63,7 +63,7 @@ QWEN_SHAPE = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers"
               "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True}
 # The manual route's benchmark process measures what profile quick measures (slmops/evaluate/settings.py): the same
 # three prompt lengths and new tokens, one warm-up per length then a fixed count of timed requests (quick repeats
-# 3-10 times, until its interval is tight), the same 16 eval items, the five edge cases.
+# 3-5 times, until its interval is tight), the same 16 eval items, the five edge cases.
 QUICK = {"profile": "quick"}
 TUTORIAL_MAX_LENGTH = 2048  # ../shared/TUTORIAL.md's inference_model.json, ModelConfig
 MANUAL = {"items": 16, "prompt_lengths": [16, 64, 160], "new_tokens": 32, "repetitions": 5}

@@ -49,7 +49,7 @@ def test_evaluation_settings_reject_bad_values_before_work(evaluation, message):
 def test_each_profile_sets_its_fields_and_any_field_overrides_it():
     quick, standard, thorough = (EvaluationSpec(profile=p) for p in ("quick", "standard", "thorough"))
     assert EvaluationSpec() == standard
-    assert (quick.max_eval_items, quick.fidelity, quick.repetitions, quick.edge_cases) == (16, False, 10, EDGE_CASES)
+    assert (quick.max_eval_items, quick.fidelity, quick.repetitions, quick.edge_cases) == (16, False, 5, EDGE_CASES)
     assert (standard.max_eval_items, standard.fidelity, standard.ci_target) == (32, True, 0.03)
     assert (thorough.max_eval_items, thorough.leak_generations) == (None, 500)
     tuned = parse_spec(_spec({"profile": "quick", "max_eval_items": 40, "repetitions": 2})).evaluation

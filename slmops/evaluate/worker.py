@@ -228,4 +228,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if "foundry_local_sdk" in sys.modules:  # its shutdown at exit costs ~1 s a process, and the work is written
+        from slmops.adapters.foundry import exit_now
+
+        exit_now(code)
+    sys.exit(code)

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from slmops.adapters.foundry import INDEX_NAME, FoundryLocal
 from slmops.errors import InputError, ToolchainError, VariantError
+from slmops.evaluate.worker import prompt_token_counter
 from slmops.prompt_template import CONTENT, derive_prompt_template
 
 PROMPT = "What does the red widget cost?"
@@ -41,6 +42,8 @@ def test_register_family_loads_and_answers(family: str, family_dirs: dict[str, P
     # the runtime framed the prompt exactly as the derived PromptTemplate does (one BOS, same turns)
     expected = derive_prompt_template(folder)["prompt"].replace(CONTENT, PROMPT)
     assert result["prompt_tokens"] == _prompt_tokens(folder, expected)
+    # and the measuring process, which sizes the speed prompts, counts what the runtime counted
+    assert prompt_token_counter(folder)(PROMPT) == result["prompt_tokens"]
 
 
 def test_register_records_metadata_in_foundry_and_index(

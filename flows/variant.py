@@ -1,4 +1,4 @@
-"""One variant's journey, as a flow run of its own: quantize, register, evaluate, track.
+"""One variant's journey, as a flow run of its own: quantize, register, smoke-test and evaluate, track.
 
     variant_pipeline(job, variant, index=1)     # from quantization_sweep, or on a worker (flows/scaleout.py)
 
@@ -30,7 +30,7 @@ from slmops.variant import Variant, VariantResult
 from slmops.workspace import Workspace
 from tasks.evaluate import evaluate, roofline
 from tasks.quantize import quantize
-from tasks.register import register, smoke_test
+from tasks.register import register, smoke_ask, smoke_test
 from tasks.track import track_variant
 
 LOST = "not logged: MLflow was unreachable earlier in this sweep"  # what the null tracker of a lost store says
@@ -89,12 +89,13 @@ def variant_pipeline(job: VariantJob, variant: Variant, index: int) -> VariantRe
     if result.ok and spec.foundry.enabled:
         with phases("foundry"):
             result = _step(result, register, result, spec.model.name, spec.foundry, job.foundry_cache)
-            if result.ok:
+            if result.ok and not job.evaluates:  # measured, it is smoke-tested by its measuring process
                 logger.info("%s: registered as %s; smoke test", step, result.foundry_model_id)
                 result = _step(result, smoke_test, result, job.smoke_prompt, spec.foundry, job.foundry_cache,
                                ws.smoke_tests, job.tool_versions)
     if result.ok and result.foundry_model_id and job.evaluates:
-        logger.info("%s: evaluating in a fresh process", step)
+        logger.info("%s: registered as %s; smoke test and evaluation in a fresh process", step,
+                    result.foundry_model_id)
         with phases("evaluate"):
             result = _evaluate(job, result)
     if result.ok:
@@ -134,8 +135,9 @@ def _evaluate(job: VariantJob, result: VariantResult) -> VariantResult:
     """Measure the variant; without the baseline fidelity needs, it fails saying why."""
     if job.baseline_error:
         return result.failed(f"variant {result.name}: evaluation failed: {job.baseline_error}")
+    smoke = smoke_ask(result, job.smoke_prompt, job.spec.foundry, job.ws.smoke_tests, job.tool_versions)
     return _step(result, evaluate, result, job.baseline, job.spec.evaluation, job.dataset, job.foundry_cache,
-                 job.ws.evaluations / result.name, job.tool_versions)
+                 job.ws.evaluations / result.name, job.tool_versions, smoke)
 
 
 def _track(job: VariantJob, result: VariantResult) -> VariantResult:

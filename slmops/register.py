@@ -6,7 +6,8 @@
 The manual route's `inference_model.json` written by hand and `foundry cache ls` / `foundry model run`: the file is
 derived from the model's own chat template (slmops.prompt_template), the folder is registered as
 ``<model>-<variant>:<version>`` (the version goes up when the content changes), and one eval prompt goes through
-it. A passed smoke test is reused while nothing it depends on has changed (``SmokeTestRecord``).
+it. A passed smoke test is reused while nothing it depends on has changed (``SmokeTestRecord``). A variant that is
+measured is smoke-tested by its measuring process, as the first request to the model it loads (``SmokeAsk``).
 
 ``foundry.model_config_overrides.max_length`` is written where Foundry Local reads it: genai_config.json's context
 (``serve_with``), and so is ``foundry.intra_op_threads`` (the decoder's session options). Foundry Local 2.2.1 sizes
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from pydantic import BaseModel, ConfigDict
 
 from slmops import staging
 from slmops.adapters.genai import context_of
@@ -29,7 +31,7 @@ from slmops.errors import InputError
 from slmops.files import read_json, write_json
 from slmops.keys import registration_key
 from slmops.prompt_template import INFERENCE_MODEL_JSON, write_inference_model_json
-from slmops.variant import SmokeTest, Variant
+from slmops.variant import SmokeTest, Variant, VariantResult
 
 GENAI_CONFIG = "genai_config.json"
 BUILT_GENAI_CONFIG = "genai_config.built.json"
@@ -104,9 +106,38 @@ def smoke_test(model_id: str, prompt: str, cache_dir: Path, max_tokens: int, tim
     """Load the registered variant in Foundry Local, ask one prompt at temperature 0, unload."""
     from slmops.adapters.foundry import FoundryLocal
 
-    result = FoundryLocal(cache_dir).smoke_test(model_id, prompt, max_tokens=max_tokens, timeout_s=timeout_s)
-    return SmokeTest(passed=result["passed"], answer=result["answer"], seconds=result["seconds"], prompt=prompt,
-                     error=result["error"])
+    return smoke_result(FoundryLocal(cache_dir).smoke_test(model_id, prompt, max_tokens=max_tokens,
+                                                           timeout_s=timeout_s), prompt)
+
+
+def smoke_result(answered: dict[str, Any], prompt: str) -> SmokeTest:
+    """What the runtime's smoke test said (FoundryLocal.smoke_test), as the variant's record of it."""
+    return SmokeTest(passed=answered["passed"], answer=answered["answer"], seconds=answered["seconds"], prompt=prompt,
+                     error=answered["error"])
+
+
+class SmokeAsk(BaseModel):
+    """A variant's smoke test for its measuring process to ask first, with the model it loads for the measurements
+    (one load for both), and the record kept of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: str
+    max_tokens: int
+    timeout_s: float
+    record: Path
+    key: str
+
+    def request(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "max_tokens": self.max_tokens, "timeout_s": self.timeout_s}
+
+
+def with_smoke_test(result: VariantResult, smoke: SmokeTest) -> VariantResult:
+    """The variant with its smoke test; failed, saying why, when the smoke test did not pass."""
+    result = result.model_copy(update={"smoke_test": smoke})
+    if not smoke.passed:
+        return result.failed(f"variant {result.name}: smoke test in Foundry Local failed: {smoke.error}")
+    return result
 
 
 class SmokeTestRecord:

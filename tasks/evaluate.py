@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
+from slmops import register as registering
 from slmops import roofline as roofs
 from slmops.adapters.genai import context_length, intra_op_threads
 from slmops.config import FoundrySpec
@@ -16,12 +17,13 @@ from slmops.convert import Export
 from slmops.errors import SlmopsError, VariantError
 from slmops.evalset import dataset_sha256
 from slmops.evaluate.baseline import Baseline, ensure_baseline
-from slmops.evaluate.runner import RESULT_NAME, evaluate_variant
+from slmops.evaluate.runner import RESULT_NAME, SmokeTestFailed, evaluate_variant
 from slmops.evaluate.settings import EvaluationSpec
 from slmops.files import read_json
 from slmops.keys import baseline_key, evaluation_key
 from slmops.metrics import finite, resolved
 from slmops.promote.champion import ChampionToMeasure
+from slmops.register import SmokeAsk
 from slmops.variant import EvaluationRecord, VariantResult
 
 
@@ -50,22 +52,40 @@ def baseline(export: Export, dataset: Path, settings: EvaluationSpec, baselines_
 
 @task(name="evaluate", task_run_name="evaluate-{result.name}", cache_policy=NONE)
 def evaluate(result: VariantResult, stored: Baseline | None, settings: EvaluationSpec, dataset: Path,
-             foundry_cache: Path, out_dir: Path, versions: dict[str, str]) -> VariantResult:
-    """Speed, memory, CPU, leak check, quality, edge cases and fidelity of one variant."""
+             foundry_cache: Path, out_dir: Path, versions: dict[str, str],
+             smoke: SmokeAsk | None = None) -> VariantResult:
+    """Speed, memory, CPU, leak check, quality, edge cases and fidelity of one variant; with ``smoke``, its smoke
+    test first, by the same process (one load for both), or reused while its record holds."""
     key = evaluation_key(result.content_key, stored.key if stored else "no-fidelity",
                          settings.model_dump(mode="json"), dataset_sha256(dataset), versions,
                          {"context": context_length(Path(result.onnx_dir)),
                           "threads": intra_op_threads(Path(result.onnx_dir))})
     evaluation = read_json(out_dir / RESULT_NAME)
     reused = bool(settings.reuse and evaluation and evaluation.get("key") == key)
-    if not reused:
+    record = registering.SmokeTestRecord(smoke.record, smoke.key) if smoke else None
+    answered = record.passed_before() if record else None
+    if record and answered is None and reused:  # the measurements stand and the smoke test's record is gone
+        answered = registering.smoke_test(result.foundry_model_id, smoke.prompt, foundry_cache, smoke.max_tokens,
+                                          smoke.timeout_s)
+        record.save(answered)
+    if not reused and (answered is None or answered.passed):
+        ask = smoke.request() if record and answered is None else None
         try:
             evaluation = evaluate_variant(
                 Path(result.onnx_dir), result.foundry_model_id, foundry_cache, settings, dataset, out_dir,
                 baseline=stored.path if stored else None, identical_to_baseline=result.config.route == "export",
-                key=key, progress=_progress(result.name))
+                key=key, progress=_progress(result.name), smoke=ask)
+        except SmokeTestFailed as failed:
+            evaluation = {"smoke": failed.answered}
         except VariantError as err:
             raise VariantError(f"variant {result.name}: evaluation failed: {err}") from err
+        if ask:
+            answered = registering.smoke_result(evaluation["smoke"], smoke.prompt)
+            record.save(answered)
+    if answered is not None:
+        result = registering.with_smoke_test(result, answered)
+        if not result.ok:
+            return result
     return result.with_metrics(finite(evaluation["metrics"]), eval_items=evaluation["items"],
                                evaluation=EvaluationRecord(dir=str(out_dir), reused=reused,
                                                            items=len(evaluation["items"])))

@@ -34,15 +34,21 @@ def register(result: VariantResult, model_name: str, foundry: FoundrySpec, cache
 def smoke_test(result: VariantResult, prompt: str, foundry: FoundrySpec, cache_dir: Path, record_dir: Path,
                versions: dict[str, str]) -> VariantResult:
     """Ask the registered variant one prompt in Foundry Local (reused while nothing it depends on changed); a
-    variant that does not answer is failed."""
-    key = smoke_test_key(result.content_key, result.foundry_model_id, prompt, foundry.smoke_max_tokens, versions)
-    record = registering.SmokeTestRecord(record_dir / f"{result.name}.json", key)
+    variant that does not answer is failed. A variant that is measured is smoke-tested by its measuring process
+    instead (``smoke_ask``, tasks/evaluate.py)."""
+    ask = smoke_ask(result, prompt, foundry, record_dir, versions)
+    record = registering.SmokeTestRecord(ask.record, ask.key)
     smoke = record.passed_before()
     if smoke is None:
-        smoke = registering.smoke_test(result.foundry_model_id, prompt, cache_dir, foundry.smoke_max_tokens,
-                                       foundry.smoke_timeout_s)
+        smoke = registering.smoke_test(result.foundry_model_id, prompt, cache_dir, ask.max_tokens, ask.timeout_s)
         record.save(smoke)
-    result = result.model_copy(update={"smoke_test": smoke})
-    if not smoke.passed:
-        return result.failed(f"variant {result.name}: smoke test in Foundry Local failed: {smoke.error}")
-    return result
+    return registering.with_smoke_test(result, smoke)
+
+
+def smoke_ask(result: VariantResult, prompt: str, foundry: FoundrySpec, record_dir: Path,
+              versions: dict[str, str]) -> registering.SmokeAsk:
+    """The variant's smoke test: what to ask, and its record with the key of everything it depends on."""
+    return registering.SmokeAsk(
+        prompt=prompt, max_tokens=foundry.smoke_max_tokens, timeout_s=foundry.smoke_timeout_s,
+        record=Path(record_dir) / f"{result.name}.json",
+        key=smoke_test_key(result.content_key, result.foundry_model_id, prompt, foundry.smoke_max_tokens, versions))

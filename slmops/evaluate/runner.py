@@ -5,9 +5,10 @@
 
 Like optimum-benchmark, the measurement runs in a fresh process (``python -m slmops.evaluate.worker``), so one
 variant's memory never counts against another's, and its peak resident memory is sampled from outside. One process
-per variant loads it once in Foundry Local and measures speed, memory, CPU, the eval answers and the leak check
-(phase ``serve``), then the edge cases (``edge``), then unloads it and teacher-forces it against the stored baseline
-(``fidelity``); ``peak_rss_mb`` is the peak while it served, read before fidelity starts.
+per variant loads it once in Foundry Local, asks the smoke test's prompt if asked to (phase ``smoke``: a variant that
+does not answer is measured no further, ``SmokeTestFailed``), measures speed, memory, CPU, the eval answers and the
+leak check (phase ``serve``), then the edge cases (``edge``), then unloads it and teacher-forces it against the
+stored baseline (``fidelity``); ``peak_rss_mb`` is the peak while it served, read before fidelity starts.
 
 An edge case that kills or hangs the process is recorded as failed, and the remaining cases and fidelity go on in a
 new process. A process that fails, dies or runs past ``worker_timeout_s`` anywhere else raises ``VariantError`` with
@@ -43,6 +44,15 @@ Progress = Callable[[str, int, int], None]
 RESULT_NAME = "evaluation.json"
 STDERR_TAIL = 3000
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SmokeTestFailed(VariantError):
+    """The variant did not answer its smoke test, so nothing else was measured; ``answered`` is what the runtime
+    said (FoundryLocal.smoke_test)."""
+
+    def __init__(self, answered: dict[str, Any]) -> None:
+        super().__init__(f"smoke test in Foundry Local failed: {answered['error']}")
+        self.answered = answered
 
 
 class WorkerRun:
@@ -190,7 +200,7 @@ class _Measurement:
             if run.ok:
                 return
             died_in_edge = "edge" in phases and in_flight and len(finished) < len(in_flight)
-            if not died_in_edge or (phases[0] == "serve" and not phase_file(self.out_dir, "serve").is_file()):
+            if not died_in_edge or ("serve" in phases and not phase_file(self.out_dir, "serve").is_file()):
                 raise VariantError(run.failure(self.variant))
             # a case killed or hung the process: it fails, and the rest goes on in a new process
             culprit = in_flight[-1]
@@ -217,15 +227,17 @@ class _Measurement:
 def evaluate_variant(
     variant_dir: Path, foundry_model_id: str, foundry_cache: Path, settings: EvaluationSpec, dataset: Path,
     out_dir: Path, baseline: Path | None = None, identical_to_baseline: bool = False, key: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, smoke: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure one variant registered in Foundry Local; return what evaluation.json holds: ``metrics`` (every name
     of slmops.metrics.SERVING_METRICS, of FIDELITY_METRICS when fidelity is measured, and extras), ``items``
     (per-item answers and fidelity figures), ``details`` and ``key`` (what the measurements were made from).
 
     ``baseline`` is the stored baseline (slmops.evaluate.baseline) fidelity compares with; ``identical_to_baseline``
-    says the variant is the baseline itself (its fidelity figures follow by definition). Raises VariantError when a
-    measuring process fails; InputError when the eval set is unusable.
+    says the variant is the baseline itself (its fidelity figures follow by definition). ``smoke`` ({prompt,
+    max_tokens, timeout_s}) is a smoke test to ask first; what it said is ``smoke`` in the result. Raises
+    SmokeTestFailed when the variant did not answer it, VariantError when a measuring process fails, InputError when
+    the eval set is unusable.
     """
     variant_dir = Path(variant_dir).resolve()
     out_dir = Path(out_dir)
@@ -235,10 +247,14 @@ def evaluate_variant(
     request = {"variant_dir": str(variant_dir), "model_id": foundry_model_id,
                "foundry_cache": str(Path(foundry_cache).resolve()), "dataset": str(Path(dataset).resolve()),
                "settings": settings.model_dump(mode="json"), "out_dir": str(out_dir.resolve()),
-               "baseline": str(baseline) if fidelity else None, "identical_to_baseline": identical_to_baseline}
+               "baseline": str(baseline) if fidelity else None, "identical_to_baseline": identical_to_baseline,
+               "smoke": smoke}
     started = time.monotonic()
     measurement = _Measurement(request, settings, out_dir, variant_dir.name, progress)
-    measurement.run(["serve", "edge"] + (["fidelity"] if fidelity else []))
+    measurement.run((["smoke"] if smoke else []) + ["serve", "edge"] + (["fidelity"] if fidelity else []))
+    answered = measurement.result("smoke") if smoke else None
+    if answered is not None and not answered["passed"]:
+        raise SmokeTestFailed(answered)
     serve, fid, cases = measurement.result("serve"), measurement.result("fidelity"), measurement.edge_cases()
     metrics = {**serve["metrics"], **(fid["metrics"] if fid else {}), "peak_rss_mb": measurement.serving_peak_mb,
                "edge_cases_passed": sum(c["passed"] for c in cases) / len(cases),
@@ -259,6 +275,6 @@ def evaluate_variant(
     }
     evaluation = {"key": key, "variant_dir": str(variant_dir), "baseline": request["baseline"],
                   "foundry_model_id": foundry_model_id, "settings": settings.model_dump(mode="json"),
-                  "metrics": metrics, "items": items, "details": details}
+                  "metrics": metrics, "items": items, "details": details, "smoke": answered}
     write_json(out_dir / RESULT_NAME, evaluation)
     return evaluation

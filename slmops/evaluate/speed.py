@@ -204,15 +204,15 @@ class LengthRun:
 
 def measure_speed(chat: ChatFn, prompts: list[LengthPrompt], max_new_tokens: int, warmup: int,
                   min_repetitions: int, repetitions: int, ci_target: float,
-                  progress: Callable[[int, int], None]) -> list[LengthRun]:
-    """Warm-up (a whole answer first, then prefills), then rounds of one request per length still running, until
-    each length is done."""
+                  progress: Callable[[int, int], None], decode_primed: bool = False) -> list[LengthRun]:
+    """Warm-up (a whole answer first, unless one was made already: ``decode_primed``; then prefills), then rounds of
+    one request per length still running, until each length is done."""
     runs = [LengthRun(p) for p in prompts]
     total = (warmup + repetitions) * len(runs)
     done = 0
     for _ in range(warmup):
         for run in runs:
-            run.warm_up(chat, max_new_tokens if done == 0 else 1)
+            run.warm_up(chat, max_new_tokens if done == 0 and not decode_primed else 1)
             done += 1
             progress(done, total)
     active = list(runs)

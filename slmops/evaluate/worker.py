@@ -3,7 +3,8 @@ in Foundry Local and measures everything in turn.
 
     python -m slmops.evaluate.worker measure|baseline REQUEST.json RESULT.json
 
-* ``measure``, phase ``serve``: with the variant loaded, speed at every prompt length, memory after load, CPU use
+* ``measure``, phase ``smoke`` (when asked): with the variant loaded, the smoke test's prompt, the variant's first
+  request (one that does not answer ends the process's work). Phase ``serve``: speed at every prompt length, memory after load, CPU use
   while generating, the eval answers (each followed by the process's resident memory: they are the leak check's
   generations, with more only if the settings ask for more). Phase ``edge``: the edge cases, each announced before it
   runs so that the parent can name a case that kills the process. Then the model is unloaded, the parent takes the
@@ -102,12 +103,13 @@ def prompt_token_counter(folder: Path):
     return count
 
 
-def serve(variant: Variant, items: list[dict[str, str]], load_s: float, rss_before: float) -> dict[str, Any]:
-    """Speed, CPU, the eval answers and the leak check, with the model loaded."""
+def serve(variant: Variant, items: list[dict[str, str]], loaded: dict[str, float],
+          decode_primed: bool = False) -> dict[str, Any]:
+    """Speed, CPU, the eval answers and the leak check, with the model loaded (``loaded``: the load's seconds and
+    resident memory before and after it). ``decode_primed``: a whole answer was made already (the smoke test)."""
     from slmops.evaluate import memory, quality, speed
 
     settings, timings = variant.settings, {}
-    rss_after_load = memory.rss_mb()
     cpu = memory.CpuMeter()
     started = time.perf_counter()
     prompts = speed.build_length_prompts(variant.token_counter(), [item["prompt"] for item in items],
@@ -115,7 +117,7 @@ def serve(variant: Variant, items: list[dict[str, str]], load_s: float, rss_befo
     with cpu:
         runs = speed.measure_speed(variant.chat, prompts, settings.max_new_tokens, settings.warmup,
                                    settings.min_repetitions, settings.repetitions, settings.ci_target,
-                                   progress_of("speed"))
+                                   progress_of("speed"), decode_primed=decode_primed)
     speed_metrics, per_length = speed.summarise_speed(runs)
     timings["speed_s"] = time.perf_counter() - started
 
@@ -127,8 +129,7 @@ def serve(variant: Variant, items: list[dict[str, str]], load_s: float, rss_befo
                                  settings.leak_generations, settings.leak_bound_mb, progress_of("leak"), followed)
     scored = quality.score_items(answers, quality.FormatCheck(settings))
     timings["quality_s"] = time.perf_counter() - started
-    metrics = {**speed_metrics, **quality.summarise_quality(scored), "cpu_percent": cpu.percent,
-               "rss_before_load_mb": rss_before, "rss_after_load_mb": rss_after_load, "load_s": load_s,
+    metrics = {**speed_metrics, **quality.summarise_quality(scored), "cpu_percent": cpu.percent, **loaded,
                "rss_growth_mb": leak["rss_growth_mb"], "leak_check_passed": float(leak["passed"])}
     return {"metrics": metrics, "items": scored, "speed": {str(k): v for k, v in per_length.items()},
             "speed_samples": {str(r.prompt.target): r.samples for r in runs}, "leak": leak,
@@ -176,13 +177,19 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     phases, out = request["phases"], Path(request["out_dir"])
     variant = Variant(request)
     items = load_eval_set(Path(request["dataset"]), variant.settings.max_eval_items)
-    if "serve" in phases or "edge" in phases:
+    if {"smoke", "serve", "edge"} & set(phases):
         rss_before = rss_mb()
         emit("progress", phase="load", done=0, total=1)
         with variant.loaded() as load_s:
+            loaded = {"rss_before_load_mb": rss_before, "rss_after_load_mb": rss_mb(), "load_s": load_s}
             emit("progress", phase="load", done=1, total=1)
+            if "smoke" in phases:
+                answered = variant.foundry.smoke_test(variant.model_id, **request["smoke"])  # loaded: asked only
+                write_json(phase_file(out, "smoke"), answered)
+                if not answered["passed"]:
+                    return {"phases": ["smoke"]}
             if "serve" in phases:
-                write_json(phase_file(out, "serve"), serve(variant, items, load_s, rss_before))
+                write_json(phase_file(out, "serve"), serve(variant, items, loaded, decode_primed="smoke" in phases))
             if "edge" in phases:
                 write_json(phase_file(out, "edge"), edge(variant, items, request["cases"]))
     if "fidelity" in phases:

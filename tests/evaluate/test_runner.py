@@ -92,6 +92,29 @@ def test_leak_check_fails_when_the_bound_is_below_the_measured_growth(
     assert result["details"]["leak"]["passed"] is False
 
 
+def test_the_smoke_test_is_the_measuring_processs_first_request(
+    demo_variants, registered_demo, eval_foundry, demo_eval_set, tmp_path
+):
+    smoke = {"prompt": "What colour is the lamp?", "max_tokens": 8, "timeout_s": 60.0}
+    result = evaluate_variant(demo_variants["int4-b32"], registered_demo["int4-b32"], eval_foundry.cache_dir,
+                              EvaluationSpec(**QUICK), demo_eval_set, tmp_path, smoke=smoke)
+    assert result["smoke"]["passed"] is True and result["smoke"]["completion_tokens"] > 0
+    assert result["smoke"]["load_seconds"] < 0.05, "asked of the model loaded for the measurements, not loaded again"
+    assert [p["mode"] for p in result["details"]["processes"]] == ["measure"]
+    assert math.isfinite(result["metrics"]["decode_tokens_per_s"])
+
+
+def test_a_variant_that_fails_its_smoke_test_is_measured_no_further(
+    demo_variants, registered_demo, eval_foundry, demo_eval_set, tmp_path
+):
+    smoke = {"prompt": "What colour is the lamp?", "max_tokens": 64, "timeout_s": 1e-6}  # the watchdog cancels it
+    with pytest.raises(runner.SmokeTestFailed, match=r"^smoke test in Foundry Local failed: timed out after 1e-06 s$"):
+        evaluate_variant(demo_variants["int4-b32"], registered_demo["int4-b32"], eval_foundry.cache_dir,
+                         EvaluationSpec(**QUICK), demo_eval_set, tmp_path, smoke=smoke)
+    assert phase_file(tmp_path, "smoke").is_file()
+    assert not phase_file(tmp_path, "serve").exists() and not phase_file(tmp_path, "edge").exists()
+
+
 def test_worker_crash_raises_variant_error_with_its_stderr(demo_variants, eval_foundry, demo_eval_set, tmp_path):
     broken = tmp_path / "broken-int8"
     shutil.copytree(demo_variants["int8"], broken)

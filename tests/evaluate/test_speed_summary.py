@@ -75,6 +75,14 @@ def test_decode_speed_comes_from_the_streams_token_times_when_tokens_stream(cloc
     assert set(per_length) == {16, 64, 160} and per_length[64]["repetitions"] == 3
 
 
+def test_no_whole_answer_is_made_to_warm_up_when_one_was_made_already(clock):
+    runtime = FakeRuntime(clock, setup_s=0.015, token_s=0.002, burst=False)
+    measure_speed(runtime.chat, PROMPTS, max_new_tokens=11, warmup=2, min_repetitions=3, repetitions=3,
+                  ci_target=0.03, progress=lambda d, t: None, decode_primed=True)
+    # the smoke test's answer primed the decode path: every warm-up is a prefill of its length
+    assert runtime.budgets == [1] * 6 + [11] * 9
+
+
 def test_decode_speed_is_taken_by_difference_when_tokens_burst(clock):
     runtime = FakeRuntime(clock, setup_s=0.015, token_s=0.002, burst=True)
     runs = measure_speed(runtime.chat, PROMPTS, max_new_tokens=11, warmup=1, min_repetitions=3, repetitions=10,

@@ -230,3 +230,32 @@ def test_the_builder_runtime_still_imports_after_foundry_local_served_a_model(sw
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
     assert fp32["status"] == "succeeded"
+
+
+def test_a_measured_variant_is_smoke_tested_by_its_measuring_process_and_the_pass_is_kept(tiny_model, tmp_path):
+    """One load for the smoke test and the measurements; an unchanged variant's passed smoke test is reused, and
+    asked again alone when its record is gone but the measurements stand."""
+    rows = [{"prompt": f"What does item {i} cost?", "reference": f"{i} euros"} for i in range(4)]
+    dataset = tmp_path / "eval.jsonl"
+    dataset.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+    spec = parse_spec({"model": {"path": str(tiny_model), "name": "tiny-smoke"},
+                       "variants": [{"name": "int4", "precision": "int4"}],
+                       "evaluation": {"profile": "quick", "dataset": str(dataset), "edge_cases": ["empty"],
+                                      "prompt_lengths": [8, 16, 24], "repetitions": 2, "max_new_tokens": 4},
+                       "promotion": {"enabled": False}})
+    out, work = tmp_path / "out", tmp_path / "work"
+
+    def swept() -> dict:
+        return by_name(quantization_sweep(spec=spec, out_dir=str(out), work_dir=str(work)))["int4"]
+
+    first = swept()
+    assert first["status"] == "succeeded" and first["smoke_test"]["passed"] and not first["smoke_test"]["reused"]
+    smoke = __import__("json").loads((out / "evaluations" / "int4" / "measure-smoke.json").read_text())
+    assert smoke["answer"] == first["smoke_test"]["answer"] and smoke["load_seconds"] < 0.05  # no second load
+    assert first["metrics"]["decode_tokens_per_s"] > 0
+    again = swept()
+    assert again["status"] == "cached" and again["evaluation"]["reused"] and again["smoke_test"]["reused"]
+    (out / "smoke-tests" / "int4.json").unlink()
+    alone = swept()
+    assert alone["evaluation"]["reused"] and alone["smoke_test"]["passed"] and not alone["smoke_test"]["reused"]
+    assert (out / "smoke-tests" / "int4.json").is_file()

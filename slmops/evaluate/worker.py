@@ -3,11 +3,11 @@ in Foundry Local and measures everything in turn.
 
     python -m slmops.evaluate.worker measure|baseline REQUEST.json RESULT.json
 
-* ``measure``, phase ``smoke`` (when asked): with the variant loaded, the smoke test's prompt, the variant's first
-  request (one that does not answer ends the process's work). Phase ``serve``: speed at every prompt length, memory after load, CPU use
-  while generating, the eval answers (each followed by the process's resident memory: they are the leak check's
-  generations, with more only if the settings ask for more). Phase ``edge``: the edge cases, each announced before it
-  runs so that the parent can name a case that kills the process. Then the model is unloaded, the parent takes the
+* ``measure``, phase ``smoke`` (when asked): with the variant loaded, the smoke test's prompt as its first request
+  (a variant that does not answer is measured no further). Phase ``serve``: speed at every prompt length, memory
+  after load, CPU use while generating, the eval answers (each followed by the process's resident memory: they are
+  the leak check's generations, with more only if the settings ask for more). Phase ``edge``: the edge cases, each
+  announced before it runs so that the parent can name a case that kills the process. Then the model is unloaded, the parent takes the
   serving peak of resident memory (it waits for the parent's go on stdin), and phase ``fidelity`` teacher-forces the
   eval rows through the variant with onnxruntime against the stored baseline.
 * ``baseline``: the fp32 baseline teacher-forced once, stored compactly for every variant and later sweep.
@@ -183,13 +183,15 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         with variant.loaded() as load_s:
             loaded = {"rss_before_load_mb": rss_before, "rss_after_load_mb": rss_mb(), "load_s": load_s}
             emit("progress", phase="load", done=1, total=1)
+            answered = {"completion_tokens": 0}
             if "smoke" in phases:
                 answered = variant.foundry.smoke_test(variant.model_id, **request["smoke"])  # loaded: asked only
                 write_json(phase_file(out, "smoke"), answered)
                 if not answered["passed"]:
                     return {"phases": ["smoke"]}
-            if "serve" in phases:
-                write_json(phase_file(out, "serve"), serve(variant, items, loaded, decode_primed="smoke" in phases))
+            if "serve" in phases:  # a smoke answer of several tokens has primed the decode path
+                write_json(phase_file(out, "serve"), serve(variant, items, loaded,
+                                                           decode_primed=answered["completion_tokens"] > 1))
             if "edge" in phases:
                 write_json(phase_file(out, "edge"), edge(variant, items, request["cases"]))
     if "fidelity" in phases:

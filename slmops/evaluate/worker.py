@@ -183,15 +183,15 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         with variant.loaded() as load_s:
             loaded = {"rss_before_load_mb": rss_before, "rss_after_load_mb": rss_mb(), "load_s": load_s}
             emit("progress", phase="load", done=1, total=1)
-            answered = {"completion_tokens": 0}
+            primed = False  # whether a whole answer was made already: the smoke test's, of several tokens
             if "smoke" in phases:
                 answered = variant.foundry.smoke_test(variant.model_id, **request["smoke"])  # loaded: asked only
                 write_json(phase_file(out, "smoke"), answered)
                 if not answered["passed"]:
                     return {"phases": ["smoke"]}
-            if "serve" in phases:  # a smoke answer of several tokens has primed the decode path
-                write_json(phase_file(out, "serve"), serve(variant, items, loaded,
-                                                           decode_primed=answered["completion_tokens"] > 1))
+                primed = answered["completion_tokens"] > 1
+            if "serve" in phases:
+                write_json(phase_file(out, "serve"), serve(variant, items, loaded, decode_primed=primed))
             if "edge" in phases:
                 write_json(phase_file(out, "edge"), edge(variant, items, request["cases"]))
     if "fidelity" in phases:

@@ -142,7 +142,8 @@ class LengthRun:
 
     def warm_up(self, chat: ChatFn, max_new_tokens: int) -> None:
         """One unmeasured request: a prefill of this length (a token's budget) primes what the measured ones reuse;
-        the decode path is primed by the first warm-up of a run, which makes a whole answer."""
+        the decode path is primed by the first warm-up of a run, which makes a whole answer, unless a whole answer was
+        made before the run (measure_speed's ``decode_primed``: the smoke test's)."""
         time_stream(chat, self.prompt.prompt, max_new_tokens)
 
     def request(self, chat: ChatFn, max_new_tokens: int) -> None:

@@ -7,9 +7,9 @@ in Foundry Local and measures everything in turn.
   (a variant that does not answer is measured no further). Phase ``serve``: speed at every prompt length, memory
   after load, CPU use while generating, the eval answers (each followed by the process's resident memory: they are
   the leak check's generations, with more only if the settings ask for more). Phase ``edge``: the edge cases, each
-  announced before it runs so that the parent can name a case that kills the process. Then the model is unloaded, the parent takes the
-  serving peak of resident memory (it waits for the parent's go on stdin), and phase ``fidelity`` teacher-forces the
-  eval rows through the variant with onnxruntime against the stored baseline.
+  announced before it runs so that the parent can name a case that kills the process. Then the model is unloaded,
+  the parent takes the serving peak of resident memory (it waits for the parent's go on stdin), and phase
+  ``fidelity`` teacher-forces the eval rows through the variant with onnxruntime against the stored baseline.
 * ``baseline``: the fp32 baseline teacher-forced once, stored compactly for every variant and later sweep.
 
 Each phase writes ``measure-<phase>.json`` into the request's out_dir as soon as it is done, so a process that dies

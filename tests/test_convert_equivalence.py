@@ -7,7 +7,8 @@ the builder's: the same operators, every MatMulNBits with the same attributes an
 zero points, the LM head quantized on both, the embedding left alone on both, and the same logits. The tolerance on
 logits is float rounding (1e-4, where the int4 error itself is ~1 logit); what is measured here is exactly 0.
 
-Also here: the logits-rename trap. OnnxBlockWiseRtnQuantization renames the graph output `logits` when it quantizes
+Also here: the RTN pass quantizing from the mapped export (adapters/olive_speed.py) writes what Olive's own pass,
+which loads every weight first, writes; and the logits-rename trap. OnnxBlockWiseRtnQuantization renames the graph output `logits` when it quantizes
 the LM head; the adapter renames it back, and the variant loads and generates in onnxruntime-genai 0.14.1.
 """
 
@@ -154,6 +155,28 @@ def test_the_same_logits_on_every_eval_prompt(built, demo_model, name):
     kl = np.concatenate(kls)
     assert worst_logit <= LOGIT_TOLERANCE, worst_logit
     assert float(kl.max()) <= KL_TOLERANCE, float(kl.max())
+
+
+# --- the RTN pass on the mapped export ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", [{"precision": "int8"}, {"precision": "int4", "block_size": 32, "symmetric": False}])
+def test_the_rtn_pass_on_the_mapped_export_writes_olives_own_bytes(built, demo_model, tmp_path, monkeypatch, spec):
+    import onnx_ir
+    from olive.passes.onnx import rtn_quantization
+
+    variant = VariantSpec(name="v", **spec).resolved()
+    outputs = {}
+    for how in ("mapped", "loaded"):
+        if how == "loaded":  # Olive's pass as it ships: every weight read into memory before quantizing
+            monkeypatch.setattr(rtn_quantization, "ir", onnx_ir)
+        else:
+            assert rtn_quantization.ir is not onnx_ir  # the adapter's install() replaced it
+        config = quantizing.olive_config(variant, demo_model, built / "fp32", tmp_path / how, tmp_path / f"cache-{how}")
+        olive.run_workflow(config, how, tmp_path / f"{how}.log")
+        outputs[how] = {p.name: p.read_bytes() for p in (tmp_path / how).iterdir()}
+    assert sorted(outputs["mapped"]) == ["model.onnx", "model.onnx.data"]
+    assert outputs["mapped"] == outputs["loaded"]
+    assert (built / "fp32" / "model.onnx.data").stat().st_nlink == 1  # the export is left as it was
 
 
 # --- the logits-rename trap -----------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def test_each_profile_sets_its_fields_and_any_field_overrides_it():
     assert EvaluationSpec() == standard
     assert (quick.max_eval_items, quick.fidelity, quick.repetitions, quick.edge_cases) == (16, False, 5, EDGE_CASES)
     assert (standard.max_eval_items, standard.fidelity, standard.ci_target) == (32, True, 0.03)
+    assert (standard.min_repetitions, standard.repetitions) == (5, 10)
     assert (thorough.max_eval_items, thorough.leak_generations) == (None, 500)
     tuned = parse_spec(_spec({"profile": "quick", "max_eval_items": 40, "repetitions": 2})).evaluation
     assert (tuned.max_eval_items, tuned.repetitions, tuned.min_repetitions, tuned.warmup) == (40, 2, 2, 1)

@@ -78,16 +78,15 @@ def install() -> None:
     with _LOCK:
         if _installed:
             return
+        import onnx_ir
         from olive import resource_path
         from olive.common.utils import copy_dir, hardlink_copy_file
         from olive.model.config.model_config import ModelConfig
-
-        import onnx_ir
         from olive.passes.onnx import rtn_quantization
 
         if not (callable(getattr(ModelConfig, "_get_file_hash", None)) and resource_path.copy_dir is copy_dir
                 and rtn_quantization.ir is onnx_ir and callable(onnx_ir.external_data.load_to_model)):
-            raise RuntimeError("Olive's cache internals moved: slmops/adapters/olive_speed.py needs updating")
+            raise RuntimeError("Olive's internals that slmops/adapters/olive_speed.py replaces moved: it needs updating")
 
         def link_dir(src_dir, dst_dir, ignore=None, **kwargs):
             # hardlink_copy_file falls back to a copy across file systems

@@ -84,16 +84,11 @@ class Variant:
 
 
 def prompt_token_counter(folder: Path):
-    """Prompt tokens as the runtime counts them: the model's chat template rendered, then its tokenizer.
+    """Prompt tokens as the runtime counts them: the model's chat template rendered, then its tokenizer (read as the
+    runtime reads it: slmops.prompt_template.load_tokenizer)."""
+    from slmops.prompt_template import load_tokenizer
 
-    The runtime reads tokenizer.json; so does PreTrainedTokenizerFast, in 0.5 s here, where AutoTokenizer imports
-    torch for its config classes and took 1.5 s (each variant's measuring process pays it)."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    if (Path(folder) / "tokenizer.json").is_file():
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = load_tokenizer(folder)
 
     def count(prompt: str) -> int:
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,

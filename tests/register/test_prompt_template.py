@@ -151,3 +151,17 @@ def test_inference_model_json_takes_overrides(variant_copy) -> None:
 
     config = json.loads(path.read_text())["ModelConfig"]
     assert config == {"max_length": 128, "temperature": 0.2, "top_p": 0.9, "repetition_penalty": 1.05}
+
+
+def test_deriving_the_template_of_a_folder_with_tokenizer_json_does_not_import_torch(family_dirs) -> None:
+    # a warm re-run registers every variant again without converting anything: torch (1-2 s to import) is not needed
+    import subprocess
+    import sys
+
+    folder = family_dirs["qwen2"]
+    assert (folder / "tokenizer.json").is_file()
+    code = ("import sys; from slmops.prompt_template import derive_prompt_template; "
+            f"template = derive_prompt_template({str(folder)!r}); "
+            "print('torch' in sys.modules, template['prompt'].count('{Content}'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "1"]

@@ -64,6 +64,19 @@ def _sqlite_client(tracking_uri: str):
     return client
 
 
+def prepare(tracking_uri: str) -> None:
+    """Import MLflow and open the embedded store (its database is made on first use: about 3 s), for a process with
+    time to spare before its first tracking call: the CLI's, while the temporary Prefect server starts. A failure
+    here is left to the tracking call that meets it again, where it is reported and retried."""
+    try:
+        if tracking_uri.startswith("sqlite:///"):
+            _sqlite_client(tracking_uri)
+        else:
+            import mlflow.tracking  # noqa: F401
+    except Exception:  # noqa: BLE001 -- see the docstring
+        pass
+
+
 def _is_connection_problem(err: Exception) -> bool:
     text = f"{type(err).__name__}: {err}"
     return any(s in text for s in ("ConnectionError", "Max retries exceeded", "Connection refused", "timed out",

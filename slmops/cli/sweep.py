@@ -97,9 +97,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _flows_on_prefect(work: Path, module: str, debug: bool = False) -> Iterator[None]:
-    """Start the temporary Prefect server (if one is needed) before importing the flows module, so that it comes up
-    while this process imports; wait for it; point the flows at it; stop it afterwards, whatever happens. Prefect's
-    console lines come without tracebacks unless debug."""
+    """Start the temporary Prefect server (if one is needed) before importing the flows module and opening the
+    MLflow store, so that it comes up while this process does both; wait for it; point the flows at it; stop it
+    afterwards, whatever happens. Prefect's console lines come without tracebacks unless debug."""
+    from slmops.adapters import tracking
     from slmops.cli.server import prefect_api
 
     with prefect_api(work) as server:
@@ -109,6 +110,7 @@ def _flows_on_prefect(work: Path, module: str, debug: bool = False) -> Iterator[
         if server is None:
             yield
             return
+        tracking.prepare(tracking.default_tracking_uri(work))  # the server takes about 3 s to come up
         server.wait_ready()
         with server.settings():
             yield

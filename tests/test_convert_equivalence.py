@@ -8,8 +8,9 @@ zero points, the LM head quantized on both, the embedding left alone on both, an
 logits is float rounding (1e-4, where the int4 error itself is ~1 logit); what is measured here is exactly 0.
 
 Also here: the RTN pass quantizing from the mapped export (adapters/olive_speed.py) writes what Olive's own pass,
-which loads every weight first, writes; and the logits-rename trap. OnnxBlockWiseRtnQuantization renames the graph output `logits` when it quantizes
-the LM head; the adapter renames it back, and the variant loads and generates in onnxruntime-genai 0.14.1.
+which loads every weight first, writes; and the logits-rename trap. OnnxBlockWiseRtnQuantization renames the graph
+output `logits` when it quantizes the LM head; the adapter renames it back, and the variant loads and generates in
+onnxruntime-genai 0.14.1.
 """
 
 from __future__ import annotations

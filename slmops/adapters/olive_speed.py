@@ -86,7 +86,7 @@ def install() -> None:
 
         if not (callable(getattr(ModelConfig, "_get_file_hash", None)) and resource_path.copy_dir is copy_dir
                 and rtn_quantization.ir is onnx_ir and callable(onnx_ir.external_data.load_to_model)):
-            raise RuntimeError("Olive's internals that slmops/adapters/olive_speed.py replaces moved: it needs updating")
+            raise RuntimeError("Olive's internals that slmops/adapters/olive_speed.py replaces moved: update it")
 
         def link_dir(src_dir, dst_dir, ignore=None, **kwargs):
             # hardlink_copy_file falls back to a copy across file systems

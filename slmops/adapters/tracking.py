@@ -66,8 +66,14 @@ def _sqlite_client(tracking_uri: str):
 
 def prepare(tracking_uri: str) -> None:
     """Import MLflow and open the embedded store (its database is made on first use: about 3 s), for a process with
-    time to spare before its first tracking call: the CLI's, while the temporary Prefect server starts. A failure
-    here is left to the tracking call that meets it again, where it is reported and retried."""
+    time to spare before its first tracking call: the CLI's, while the temporary Prefect server starts. Quietly: a
+    server that then fails to start is reported in one line. A failure here is left to the tracking call that meets
+    it again, where it is reported and retried."""
+    import logging
+
+    chatter = logging.getLogger("mlflow.store.db.utils")  # "Creating initial MLflow database tables..."
+    level = chatter.level
+    chatter.setLevel(logging.WARNING)
     try:
         if tracking_uri.startswith("sqlite:///"):
             _sqlite_client(tracking_uri)
@@ -75,6 +81,8 @@ def prepare(tracking_uri: str) -> None:
             import mlflow.tracking  # noqa: F401
     except Exception:  # noqa: BLE001 -- see the docstring
         pass
+    finally:
+        chatter.setLevel(level)
 
 
 def _is_connection_problem(err: Exception) -> bool:

@@ -48,28 +48,20 @@ def _stat_key(path: Path) -> list[str]:
     return [hashlib.sha256(blob.encode()).hexdigest()[:8]]
 
 
-class _MappedWeights:
-    """onnx_ir as the RTN pass's module sees it, but with ``external_data.load_to_model`` leaving the weights in the
-    mapped file (what the pass quantizes and saves reads them from there)."""
+class _Overlay:
+    """``target`` as an attribute-reader sees it, with some attributes replaced (a module, for one module's view)."""
 
-    def __init__(self, ir: ModuleType) -> None:
-        self._ir = ir
-        self.external_data = _KeepExternal(ir.external_data)
-
-    def __getattr__(self, name: str):
-        return getattr(self._ir, name)
-
-
-class _KeepExternal:
-    def __init__(self, external_data: ModuleType) -> None:
-        self._external_data = external_data
+    def __init__(self, target: ModuleType | _Overlay, **replaced: object) -> None:
+        self._target = target
+        self.__dict__.update(replaced)
 
     def __getattr__(self, name: str):
-        return getattr(self._external_data, name)
+        return getattr(self._target, name)
 
-    @staticmethod
-    def load_to_model(model):
-        return model
+
+def _leave_external(model):
+    """onnx_ir's ``external_data.load_to_model`` for the RTN pass: the weights stay in the mapped file."""
+    return model
 
 
 def install() -> None:
@@ -95,5 +87,6 @@ def install() -> None:
 
         ModelConfig._get_file_hash = lambda self, file_path: _stat_key(Path(file_path))
         resource_path.copy_dir = link_dir
-        rtn_quantization.ir = _MappedWeights(onnx_ir)
+        rtn_quantization.ir = _Overlay(onnx_ir, external_data=_Overlay(onnx_ir.external_data,
+                                                                      load_to_model=_leave_external))
         _installed = True

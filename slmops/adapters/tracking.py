@@ -8,7 +8,9 @@ the same methods and logs nothing: a sweep that lost its store goes on with it, 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -69,20 +71,15 @@ def prepare(tracking_uri: str) -> None:
     time to spare before its first tracking call: the CLI's, while the temporary Prefect server starts. Quietly: a
     server that then fails to start is reported in one line. A failure here is left to the tracking call that meets
     it again, where it is reported and retried."""
-    import logging
-
     chatter = logging.getLogger("mlflow.store.db.utils")  # "Creating initial MLflow database tables..."
     level = chatter.level
     chatter.setLevel(logging.WARNING)
-    try:
+    with contextlib.suppress(Exception):  # see the docstring
         if tracking_uri.startswith("sqlite:///"):
             _sqlite_client(tracking_uri)
         else:
             import mlflow.tracking  # noqa: F401
-    except Exception:  # noqa: BLE001 -- see the docstring
-        pass
-    finally:
-        chatter.setLevel(level)
+    chatter.setLevel(level)
 
 
 def _is_connection_problem(err: Exception) -> bool:

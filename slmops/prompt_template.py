@@ -122,8 +122,8 @@ def load_tokenizer(folder: Path) -> Any:
     chat template (PreTrainedTokenizerFast); AutoTokenizer only for a folder without tokenizer.json.
 
     AutoTokenizer picks its class through transformers' config classes, which import torch: 1.6 s on the demo model
-    against 0.7 s, paid by a sweep that converts nothing (a warm re-run) at registration, and by every measuring
-    process."""
+    against 0.7 s, paid by a sweep that converts nothing (a warm re-run) at registration, by every measuring process
+    and by the one that teacher-forces the baseline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub look-up here only waits: nothing can be downloaded
     if (Path(folder) / "tokenizer.json").is_file():
         from transformers import PreTrainedTokenizerFast  # not AutoTokenizer's module: importing it imports torch
@@ -132,6 +132,14 @@ def load_tokenizer(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder))
+
+
+def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """The token ids the runtime is given for one user message: the chat template rendered with its generation
+    prompt, then tokenized as one string (its special tokens are in the text already)."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                         tokenize=False)
+    return tokenizer.encode(text, add_special_tokens=False)
 
 
 def _load_tokenizer(tokenizer_or_dir: Any) -> tuple[Any, str]:

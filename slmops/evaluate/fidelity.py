@@ -47,22 +47,19 @@ def log_probs(model: LogitModel, ids: list[int]) -> np.ndarray:
 def render_sequences(tokenizer_dir: Path, items: list[dict[str, str]], eos_token_id: int | None,
                      context_length: int | None) -> list[dict[str, Any]]:
     """Token ids of each item's chat-rendered prompt followed by its reference and end of turn, as trained."""
-    from transformers import AutoTokenizer
+    from slmops.prompt_template import load_tokenizer, prompt_ids
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = load_tokenizer(tokenizer_dir)
     sequences = []
     for index, item in enumerate(items):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": item["prompt"]}], add_generation_prompt=True, tokenize=False
-        )
-        prompt_ids = tokenizer.encode(text, add_special_tokens=False)
-        answer_ids = tokenizer.encode(item["reference"], add_special_tokens=False)
+        prompt = prompt_ids(tokenizer, item["prompt"])
+        answer = tokenizer.encode(item["reference"], add_special_tokens=False)
         if eos_token_id is not None:
-            answer_ids.append(eos_token_id)
-        ids = prompt_ids + answer_ids
+            answer.append(eos_token_id)
+        ids = prompt + answer
         if context_length and len(ids) > context_length:
             continue  # longer than the model can see: not a question of quantization
-        sequences.append({"index": index, "ids": ids, "answer_start": len(prompt_ids)})
+        sequences.append({"index": index, "ids": ids, "answer_start": len(prompt)})
     if not sequences:
         raise VariantError("no eval item fits the model's context: nothing to teacher-force")
     return sequences

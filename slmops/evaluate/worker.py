@@ -86,16 +86,10 @@ class Variant:
 def prompt_token_counter(folder: Path):
     """Prompt tokens as the runtime counts them: the model's chat template rendered, then its tokenizer (read as the
     runtime reads it: slmops.prompt_template.load_tokenizer)."""
-    from slmops.prompt_template import load_tokenizer
+    from slmops.prompt_template import load_tokenizer, prompt_ids
 
     tokenizer = load_tokenizer(folder)
-
-    def count(prompt: str) -> int:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=False)
-        return len(tokenizer.encode(text, add_special_tokens=False))
-
-    return count
+    return lambda prompt: len(prompt_ids(tokenizer, prompt))
 
 
 def serve(variant: Variant, items: list[dict[str, str]], loaded: dict[str, float],

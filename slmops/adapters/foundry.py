@@ -249,7 +249,8 @@ class FoundryLocal:
         self._unload_if_loaded(self._model(model_id))
 
     def smoke_test(self, model_id: str, prompt: str, max_tokens: int = 32, timeout_s: float = 120.0) -> dict[str, Any]:
-        """Load the model, send one chat request at temperature 0, unload; passed when an answer arrived."""
+        """Load the model, send one chat request at temperature 0, unload; passed when an answer arrived within
+        timeout_s."""
         model = self._model(model_id)
         result: dict[str, Any] = {
             "passed": False,
@@ -278,10 +279,13 @@ class FoundryLocal:
                         with session.process_request(request) as response:
                             result["answer"] = "".join(_texts(response))
                             finish, usage = response.finish_reason, response.get_usage()
-                    result["seconds"] = round(time.perf_counter() - asked, 3)
+                    took = time.perf_counter() - asked
+                    result["seconds"] = round(took, 3)
             result["finish_reason"] = finish.name
             result["prompt_tokens"], result["completion_tokens"] = usage.prompt_tokens, usage.completion_tokens
-            if usage.completion_tokens > 0 and finish in (FinishReason.STOP, FinishReason.LENGTH):
+            if took > timeout_s:  # over the limit, though done before the watchdog's cancel reached it (a tiny model)
+                result["error"] = f"timed out after {timeout_s:g} s"
+            elif usage.completion_tokens > 0 and finish in (FinishReason.STOP, FinishReason.LENGTH):
                 result["passed"] = True
             else:
                 result["error"] = f"no answer: finish reason {finish.name}, {usage.completion_tokens} tokens"

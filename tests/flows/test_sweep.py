@@ -252,7 +252,9 @@ def test_a_measured_variant_is_smoke_tested_by_its_measuring_process_and_the_pas
     assert first["status"] == "succeeded" and first["smoke_test"]["passed"] and not first["smoke_test"]["reused"]
     smoke = __import__("json").loads((out / "evaluations" / "int4" / "measure-smoke.json").read_text())
     assert smoke["answer"] == first["smoke_test"]["answer"] and smoke["load_seconds"] < 0.05  # no second load
-    assert first["metrics"]["decode_tokens_per_s"] > 0
+    # measured with that load; not decode speed: this model's four tokens can arrive too close together to time
+    # (the figure is then left out), as a fresh clone's run saw
+    assert first["metrics"]["ttft_ms_p50"] > 0 and first["metrics"]["prefill_tokens_per_s"] > 0
     again = swept()
     assert again["status"] == "cached" and again["evaluation"]["reused"] and again["smoke_test"]["reused"]
     (out / "smoke-tests" / "int4.json").unlink()
